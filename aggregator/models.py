@@ -1,0 +1,135 @@
+"""One immutable type per pipeline stage: fetched bytes, parsed entries, stored entries, reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """What the fetcher needs to poll one source: where, and the validators from last time."""
+
+    source_id: str
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one poll of a source returned. `content` is None when the server said 304."""
+
+    source_id: str
+    url: str  # the final URL, after redirects; the base for relative links
+    status: int  # HTTP status; 200 for local files
+    content: bytes | None
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_redirect: str | None = None  # set when every hop was 301/308
+    max_age: float | None = None  # seconds, from Cache-Control
+
+    @property
+    def not_modified(self) -> bool:
+        return self.content is None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEntry:
+    """One item as the source told it, before any cleaning. Dates are timezone-aware UTC."""
+
+    guid: str | None
+    link: str | None
+    title: str  # may still hold markup or entities
+    summary_html: str  # raw, unsanitized
+    author: str | None = None
+    published: datetime | None = None
+    updated: datetime | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """A whole fetched document: feed-level metadata and its entries in document order."""
+
+    title: str
+    link: str | None
+    entries: tuple[ParsedEntry, ...]
+    warning: str | None = None  # a recoverable problem (feedparser's bozo) worth showing
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An item ready to store: cleaned, identified, dated and tagged."""
+
+    id: str  # stable: derived from source id and the identity key
+    source_id: str
+    guid: str | None
+    link: str | None
+    canonical_url: str | None
+    title: str  # plain text
+    summary_html: str  # sanitized
+    summary_text: str  # plain text of the summary
+    author: str | None
+    published: datetime  # UTC; first_seen when the source gave no date
+    updated: datetime | None
+    first_seen: datetime
+    content_hash: str  # changes when title or summary change
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What the store remembers about a source between polls."""
+
+    source_id: str
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    consecutive_failures: int = 0
+    next_poll_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as read back from the store, with its source's display name."""
+
+    entry: Entry
+    source_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOutcome:
+    """How the poll of one source went."""
+
+    source_id: str
+    status: str  # "ok", "not-modified" or "error"
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    error: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReport:
+    """Everything one poll did, source by source."""
+
+    outcomes: tuple[SourceOutcome, ...] = field(default_factory=tuple)
+
+    @property
+    def failed(self) -> tuple[SourceOutcome, ...]:
+        return tuple(o for o in self.outcomes if o.status == "error")
+
+    @property
+    def new(self) -> int:
+        return sum(o.new for o in self.outcomes)
+
+    @property
+    def updated(self) -> int:
+        return sum(o.updated for o in self.outcomes)

@@ -1,0 +1,239 @@
+"""The only place with SQL: sources' fetch state and entries with their tags, in SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from aggregator.models import Entry, SourceState, StoredEntry
+from aggregator.store.database import connect, from_db_time, to_db_time, transaction
+
+__all__ = ["PollWrite", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class PollWrite:
+    """Everything one successful poll writes, applied in one transaction."""
+
+    source_id: str
+    at: datetime
+    status: int
+    etag: str | None
+    last_modified: str | None
+    next_poll_at: datetime
+    inserts: Sequence[Entry] = ()
+    updates: Sequence[Entry] = ()
+
+
+class Store:
+    """SQLite-backed storage. One instance per process; writes are short IMMEDIATE transactions."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        self.conn = connect(path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- sources -----------------------------------------------------------------------------
+
+    def sync_sources(self, sources: Iterable[tuple[str, str, str]], now: datetime) -> None:
+        """Make sure every configured (id, url, name) has a row; a new URL resets its validators."""
+        with transaction(self.conn) as conn:
+            for source_id, url, name in sources:
+                row = conn.execute("SELECT url FROM sources WHERE id = ?", (source_id,)).fetchone()
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO sources (id, url, name, created_at) VALUES (?, ?, ?, ?)",
+                        (source_id, url, name, to_db_time(now)),
+                    )
+                    continue
+                conn.execute("UPDATE sources SET name = ? WHERE id = ?", (name, source_id))
+                if row["url"] != url:
+                    conn.execute(
+                        "UPDATE sources SET url = ?, etag = NULL, last_modified = NULL,"
+                        " consecutive_failures = 0, next_poll_at = NULL WHERE id = ?",
+                        (url, source_id),
+                    )
+
+    def source_states(self) -> dict[str, SourceState]:
+        rows = self.conn.execute("SELECT * FROM sources").fetchall()
+        return {row["id"]: _source_state(row) for row in rows}
+
+    def record_failure(
+        self,
+        source_id: str,
+        *,
+        at: datetime,
+        error: str,
+        status: int | None,
+        next_poll_at: datetime,
+    ) -> None:
+        with transaction(self.conn) as conn:
+            conn.execute(
+                "UPDATE sources SET last_error = ?, last_error_at = ?, last_status = ?,"
+                " consecutive_failures = consecutive_failures + 1, next_poll_at = ? WHERE id = ?",
+                (error, to_db_time(at), status, to_db_time(next_poll_at), source_id),
+            )
+
+    def apply_poll(self, write: PollWrite) -> None:
+        """Store new and changed entries and the source's new fetch state, all or nothing."""
+        with transaction(self.conn) as conn:
+            for entry in write.inserts:
+                conn.execute(_INSERT_ENTRY, _entry_row(entry, write.at))
+                _write_tags(conn, entry)
+            for entry in write.updates:
+                conn.execute(_UPDATE_ENTRY, _entry_row(entry, write.at))
+                conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (entry.id,))
+                _write_tags(conn, entry)
+            conn.execute(
+                "UPDATE sources SET etag = ?, last_modified = ?, last_status = ?,"
+                " last_success_at = ?, last_error = NULL, consecutive_failures = 0,"
+                " next_poll_at = ? WHERE id = ?",
+                (
+                    write.etag,
+                    write.last_modified,
+                    write.status,
+                    to_db_time(write.at),
+                    to_db_time(write.next_poll_at),
+                    write.source_id,
+                ),
+            )
+
+    # -- entries -----------------------------------------------------------------------------
+
+    def content_hashes(self, entry_ids: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each of these entries that exists."""
+        found: dict[str, str] = {}
+        for start in range(0, len(entry_ids), 500):
+            chunk = entry_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, content_hash FROM entries WHERE id IN ({marks})"
+            found.update({row[0]: row[1] for row in self.conn.execute(query, chunk)})
+        return found
+
+    def entry(self, entry_id: str) -> StoredEntry | None:
+        rows = self._select("WHERE e.id = ?", (entry_id,))
+        return rows[0] if rows else None
+
+    def entries(
+        self,
+        *,
+        tag: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEntry]:
+        """Entries newest first, optionally only those with `tag` and published since `since`."""
+        where: list[str] = []
+        params: list[object] = []
+        if tag is not None:
+            where.append(
+                "e.id IN (SELECT entry_id FROM entry_tags WHERE tag = ? AND published >= ?)"
+            )
+            params += [tag, to_db_time(since) or ""]
+        elif since is not None:
+            where.append("e.published >= ?")
+            params.append(to_db_time(since))
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        clause += " ORDER BY e.published DESC, e.id"
+        if limit is not None:
+            clause += " LIMIT ?"
+            params.append(limit)
+        return self._select(clause, params)
+
+    def count_entries(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def _select(self, clause: str, params: Sequence[object]) -> list[StoredEntry]:
+        query = (
+            "SELECT e.*, s.name AS source_name, (SELECT group_concat(x.tag, char(31))"
+            " FROM entry_tags x WHERE x.entry_id = e.id) AS tag_list"
+            " FROM entries e JOIN sources s ON s.id = e.source_id " + clause
+        )
+        return [
+            StoredEntry(entry=_entry(row), source_name=row["source_name"] or row["source_id"])
+            for row in self.conn.execute(query, params)
+        ]
+
+
+_ENTRY_COLUMNS = (
+    "id, source_id, guid, link, canonical_url, title, summary_html, summary_text, author,"
+    " published, updated, first_seen, last_changed, content_hash, categories"
+)
+_INSERT_ENTRY = f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 15)})"
+# first_seen is kept: an edited entry is still the entry first seen back then.
+_UPDATE_ENTRY = (
+    "UPDATE entries SET source_id = ?2, guid = ?3, link = ?4, canonical_url = ?5, title = ?6,"
+    " summary_html = ?7, summary_text = ?8, author = ?9, published = ?10, updated = ?11,"
+    " last_changed = ?13, content_hash = ?14, categories = ?15 WHERE id = ?1"
+)
+
+
+def _entry_row(entry: Entry, at: datetime) -> tuple[object, ...]:
+    return (
+        entry.id,
+        entry.source_id,
+        entry.guid,
+        entry.link,
+        entry.canonical_url,
+        entry.title,
+        entry.summary_html,
+        entry.summary_text,
+        entry.author,
+        to_db_time(entry.published),
+        to_db_time(entry.updated),
+        to_db_time(entry.first_seen),
+        to_db_time(at),
+        entry.content_hash,
+        json.dumps(list(entry.categories), ensure_ascii=False),
+    )
+
+
+def _write_tags(conn: sqlite3.Connection, entry: Entry) -> None:
+    published = to_db_time(entry.published)
+    conn.executemany(
+        "INSERT OR IGNORE INTO entry_tags (entry_id, tag, published) VALUES (?, ?, ?)",
+        [(entry.id, tag, published) for tag in entry.tags],
+    )
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    published = from_db_time(row["published"])
+    first_seen = from_db_time(row["first_seen"])
+    assert published is not None and first_seen is not None
+    tags = tuple(sorted(row["tag_list"].split("\x1f"))) if row["tag_list"] else ()
+    return Entry(
+        id=row["id"],
+        source_id=row["source_id"],
+        guid=row["guid"],
+        link=row["link"],
+        canonical_url=row["canonical_url"],
+        title=row["title"],
+        summary_html=row["summary_html"],
+        summary_text=row["summary_text"],
+        author=row["author"],
+        published=published,
+        updated=from_db_time(row["updated"]),
+        first_seen=first_seen,
+        content_hash=row["content_hash"],
+        categories=tuple(json.loads(row["categories"])),
+        tags=tags,
+    )
+
+
+def _source_state(row: sqlite3.Row) -> SourceState:
+    return SourceState(
+        source_id=row["id"],
+        url=row["url"],
+        etag=row["etag"],
+        last_modified=row["last_modified"],
+        last_success_at=from_db_time(row["last_success_at"]),
+        last_error=row["last_error"],
+        last_error_at=from_db_time(row["last_error_at"]),
+        consecutive_failures=row["consecutive_failures"],
+        next_poll_at=from_db_time(row["next_poll_at"]),
+    )

@@ -1,0 +1,96 @@
+"""Numbered schema migrations; `migrate` applies the missing ones in order, each in a transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from aggregator.errors import StoreError
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: `executescript` would commit the migration's transaction."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise StoreError(f"incomplete SQL statement in a migration: {statement.strip()[:60]}")
+
+
+def _v1_initial(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE sources (
+            id TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            name TEXT,
+            etag TEXT,
+            last_modified TEXT,
+            last_status INTEGER,
+            last_success_at TEXT,
+            last_error TEXT,
+            last_error_at TEXT,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            next_poll_at TEXT,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE entries (
+            id TEXT PRIMARY KEY,
+            source_id TEXT NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+            guid TEXT,
+            link TEXT,
+            canonical_url TEXT,
+            title TEXT NOT NULL,
+            summary_html TEXT NOT NULL,
+            summary_text TEXT NOT NULL,
+            author TEXT,
+            published TEXT NOT NULL,
+            updated TEXT,
+            first_seen TEXT NOT NULL,
+            last_changed TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            categories TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX entries_by_published ON entries(published DESC);
+        CREATE INDEX entries_by_source ON entries(source_id, published DESC);
+        CREATE INDEX entries_by_first_seen ON entries(first_seen);
+        CREATE INDEX entries_by_canonical_url ON entries(canonical_url);
+
+        -- One row per (entry, tag); `published` is copied so "latest with tag T" is one index range.
+        CREATE TABLE entry_tags (
+            entry_id TEXT NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+            tag TEXT NOT NULL,
+            published TEXT NOT NULL,
+            PRIMARY KEY (entry_id, tag)
+        ) WITHOUT ROWID;
+        CREATE INDEX entry_tags_by_tag ON entry_tags(tag, published DESC);
+        """,
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial,)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database to the latest schema version; return that version."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise StoreError(
+            f"the database has schema version {current}, newer than this aggregator knows "
+            f"({len(MIGRATIONS)}); upgrade aggregator"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version - 1](conn)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

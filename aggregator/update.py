@@ -1,0 +1,212 @@
+"""The update pipeline; each source succeeds or fails on its own.
+
+    due_sources | fetch | parse | normalize | tag | plan_writes | store.apply_poll
+
+Fetches run concurrently (bounded overall and per host, see fetch.py); each result is then
+parsed, cleaned, tagged and stored before the next, in one transaction per source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from aggregator.clock import Clock
+from aggregator.errors import AggregatorError, FetchError
+from aggregator.fetch import Fetcher
+from aggregator.models import (
+    Entry,
+    FetchRequest,
+    FetchResult,
+    ParsedFeed,
+    SourceOutcome,
+    SourceState,
+    UpdateReport,
+)
+from aggregator.parse.feeds import parse_feed
+from aggregator.parse.pages import parse_page
+from aggregator.process.normalize import normalize_entry
+from aggregator.process.tag import Tagger, compile_rules
+from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
+from aggregator.settings import Settings, SourceSettings
+from aggregator.store import PollWrite, Store
+
+log = logging.getLogger(__name__)
+
+OutcomeCallback = Callable[[SourceOutcome], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WritePlan:
+    """Which parsed entries are new, which changed, and how many are as stored."""
+
+    inserts: tuple[Entry, ...]
+    updates: tuple[Entry, ...]
+    unchanged: int
+
+
+def update(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    *,
+    only: Sequence[str] = (),
+    force: bool = False,
+    on_outcome: OutcomeCallback | None = None,
+) -> UpdateReport:
+    """Poll the due sources (or `only` those, or all with `force`) and store what they hold."""
+    now = clock.now()
+    store.sync_sources(((s.id, s.url, s.name) for s in settings.sources), now)
+    states = store.source_states()
+    sources = due_sources(settings.sources, states, now, only=only, force=force)
+    if not sources:
+        return UpdateReport()
+    tagger = compile_rules(settings.tags)
+    outcomes = asyncio.run(_poll(settings, store, clock, tagger, sources, states, on_outcome))
+    return UpdateReport(tuple(outcomes))
+
+
+async def _poll(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    tagger: Tagger,
+    sources: Sequence[SourceSettings],
+    states: dict[str, SourceState],
+    on_outcome: OutcomeCallback | None,
+) -> list[SourceOutcome]:
+    outcomes = []
+    async with Fetcher(settings.fetch, user_agent=settings.fetch.user_agent) as fetcher:
+
+        async def fetch(
+            source: SourceSettings,
+        ) -> tuple[SourceSettings, float, FetchResult | FetchError]:
+            state = states[source.id]
+            request = FetchRequest(source.id, state.url, state.etag, state.last_modified)
+            started = time.perf_counter()
+            try:
+                return source, started, await fetcher.fetch(request)
+            except FetchError as error:
+                return source, started, error
+
+        for next_done in asyncio.as_completed([fetch(s) for s in sources]):
+            source, started, result = await next_done
+            outcome = _process(settings, store, clock, tagger, source, states[source.id], result)
+            outcome = dataclasses.replace(outcome, duration=time.perf_counter() - started)
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    order = {s.id: i for i, s in enumerate(sources)}
+    return sorted(outcomes, key=lambda o: order[o.source_id])
+
+
+def _process(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    tagger: Tagger,
+    source: SourceSettings,
+    state: SourceState,
+    result: FetchResult | FetchError,
+) -> SourceOutcome:
+    """parse | normalize | tag | plan_writes | store, for one fetched source."""
+    now = clock.now()
+    try:
+        if isinstance(result, FetchError):
+            raise result
+        if result.not_modified:
+            store.apply_poll(_poll_write(source, result, now))
+            return SourceOutcome(source.id, "not-modified")
+        feed = _parse(settings, source, result)
+        entries = [
+            _tagged(
+                tagger,
+                source,
+                normalize_entry(p, source_id=source.id, base_url=result.url, first_seen=now),
+            )
+            for p in feed.entries
+        ]
+        plan = plan_writes(entries, store.content_hashes([e.id for e in entries]))
+        store.apply_poll(_poll_write(source, result, now, plan))
+        return SourceOutcome(
+            source.id,
+            "ok",
+            new=len(plan.inserts),
+            updated=len(plan.updates),
+            unchanged=plan.unchanged,
+        )
+    except AggregatorError as error:
+        return _failed(store, source, state, now, error)
+    except Exception as error:  # a bug must cost one source, not the whole poll
+        log.exception("unexpected error while polling %s", source.id)
+        return _failed(store, source, state, now, error)
+
+
+def _parse(settings: Settings, source: SourceSettings, result: FetchResult) -> ParsedFeed:
+    assert result.content is not None
+    if source.type == "html" and source.select is not None:
+        return parse_page(
+            result.content,
+            url=result.url,
+            select=source.select,
+            timezone=settings.timezone,
+            content_type=result.content_type,
+        )
+    return parse_feed(result.content, url=result.url, content_type=result.content_type)
+
+
+def _tagged(tagger: Tagger, source: SourceSettings, entry: Entry) -> Entry:
+    tags = tagger.tags_for(entry, source_name=source.name, source_tags=source.tags)
+    return dataclasses.replace(entry, tags=tags)
+
+
+def plan_writes(entries: Sequence[Entry], stored_hashes: dict[str, str]) -> WritePlan:
+    """Split parsed entries into new, changed and unchanged; the first of duplicate ids wins."""
+    inserts: list[Entry] = []
+    updates: list[Entry] = []
+    unchanged = 0
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.id in seen:
+            continue
+        seen.add(entry.id)
+        stored = stored_hashes.get(entry.id)
+        if stored is None:
+            inserts.append(entry)
+        elif stored != entry.content_hash:
+            updates.append(entry)
+        else:
+            unchanged += 1
+    return WritePlan(tuple(inserts), tuple(updates), unchanged)
+
+
+def _poll_write(
+    source: SourceSettings, result: FetchResult, now: datetime, plan: WritePlan | None = None
+) -> PollWrite:
+    return PollWrite(
+        source_id=source.id,
+        at=now,
+        status=result.status,
+        etag=result.etag,
+        last_modified=result.last_modified,
+        next_poll_at=next_poll_after_success(now, source.every, max_age=result.max_age),
+        inserts=plan.inserts if plan else (),
+        updates=plan.updates if plan else (),
+    )
+
+
+def _failed(
+    store: Store, source: SourceSettings, state: SourceState, now: datetime, error: Exception
+) -> SourceOutcome:
+    message = str(error) if isinstance(error, AggregatorError) else f"internal error: {error!r}"
+    status = error.status if isinstance(error, FetchError) else None
+    retry_after = error.retry_after if isinstance(error, FetchError) else None
+    failures = state.consecutive_failures + 1
+    next_poll = next_poll_after_failure(now, source.every, failures, retry_after=retry_after)
+    store.record_failure(source.id, at=now, error=message, status=status, next_poll_at=next_poll)
+    return SourceOutcome(source.id, "error", error=message)

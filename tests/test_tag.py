@@ -1,0 +1,312 @@
+"""Tagging rules, table-driven, on items shaped like RTHK and news.gov.hk ones."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from aggregator.models import Entry
+from aggregator.process.tag import (
+    GroupExplanation,
+    RuleExplanation,
+    TermMatch,
+    compile_rules,
+    term_pattern,
+)
+from aggregator.process.text import fold, has_cjk
+from aggregator.settings import TagRule
+
+WHEN = datetime(2024, 4, 26, tzinfo=UTC)
+
+HK_MAINLAND_SCIENCE = TagRule(
+    name="hk-mainland-science",
+    title="Hong Kong–Mainland science & technology cooperation",
+    all=(
+        ("Hong Kong", "香港"),
+        ("Mainland", "內地", "Shenzhen", "深圳", "Shanghai", "上海"),
+        ("technology", "科技", "innovation", "創新"),
+    ),
+)
+AI = TagRule(
+    name="ai", title="Artificial intelligence", any=("AI", "artificial intelligence", "人工智能")
+)
+FIRE_NOT_DRILL = TagRule(name="fire", title="Fires", any=("fire", "火警"), none=("drill", "演習"))
+OFFICIAL = TagRule(name="official", title="Official sources")  # source-only: never by rules
+RULES = (HK_MAINLAND_SCIENCE, AI, FIRE_NOT_DRILL, OFFICIAL)
+
+
+def entry(title: str, summary: str = "", categories: tuple[str, ...] = ()) -> Entry:
+    return Entry(
+        id="e1",
+        source_id="s",
+        guid=None,
+        link=None,
+        canonical_url=None,
+        title=title,
+        summary_html="",
+        summary_text=summary,
+        author=None,
+        published=WHEN,
+        updated=None,
+        first_seen=WHEN,
+        content_hash="h",
+        categories=categories,
+    )
+
+
+RTHK_SHANGHAI = entry(
+    "HK-Shanghai conference an important milestone: CE",
+    "Chief Executive John Lee said cooperation between Hong Kong and Shanghai was entering a new "
+    "phase. The two cities would reach consensus on 65 projects in areas such as innovation "
+    "technology, industrial development, digital economy and finance.",
+)
+GOVHK_SHENZHEN = entry(
+    "李家超與深圳市委書記會面",
+    "行政長官李家超今日在禮賓府與深圳市委書記孟凡利會面，就進一步加強港深合作、"
+    "共同推動粵港澳大灣區高質量發展等議題交換意見。李家超表示，香港與深圳在創新科技方面優勢互補。",
+)
+RTHK_SAID = entry(
+    "Govt changing fire safety priorities after Jordan fire",
+    "Development minister Bernadette Linn said officials were redeploying resources, she said.",
+)
+
+CASES = [
+    # (case id, entry, source name, expected tags)
+    (
+        "en: all three groups, Hong Kong + Shanghai + technology",
+        RTHK_SHANGHAI,
+        "",
+        {"hk-mainland-science"},
+    ),
+    ("tc: 香港 + 深圳 + 科技 as substrings", GOVHK_SHENZHEN, "", {"hk-mainland-science"}),
+    (
+        "tc: one group missing (no 科技/創新)",
+        entry("特首晤內地官員商人才協作", "香港與內地官員會面。"),
+        "",
+        set(),
+    ),
+    ("en: 'AI' is not in 'said'; fire without drill", RTHK_SAID, "", {"fire"}),
+    (
+        "en: AI as a word",
+        entry("Universities bet on AI", "Funding for AI-driven labs."),
+        "",
+        {"ai"},
+    ),
+    ("en: AI's and plural-less boundaries", entry("HK's AI's future"), "", {"ai"}),
+    (
+        "en: no AI inside other words",
+        entry("Airport Authority maintains AIS", "Paid trains, said."),
+        "",
+        set(),
+    ),
+    ("full-width ＡＩ matches AI", entry("ＡＩ晶片研發中心開幕"), "", {"ai"}),
+    ("AI next to CJK text", entry("政府推動AI發展"), "", {"ai"}),
+    ("tc: 人工智能 substring", entry("數碼港人工智能超算中心啟用"), "", {"ai"}),
+    (
+        "multi-word term across a line break",
+        entry("x", "research in artificial\n  intelligence grows"),
+        "",
+        {"ai"},
+    ),
+    (
+        "multi-word term with a hyphen",
+        entry("Hong-Kong and Shenzhen sign technology pact"),
+        "",
+        {"hk-mainland-science"},
+    ),
+    (
+        "Hong Kong's",
+        entry("Hong Kong's ties with the Mainland in technology"),
+        "",
+        {"hk-mainland-science"},
+    ),
+    ("case-insensitive", entry("HONG KONG AND SHENZHEN TECHNOLOGY"), "", {"hk-mainland-science"}),
+    ("none term excludes", entry("Fire drill held at Kai Tak"), "", set()),
+    ("none term excludes in Chinese", entry("屯門貨倉火警演習"), "", set()),
+    ("any: one of several", entry("屯門菜園村一貨倉起火", "消防到場將火警救熄。"), "", {"fire"}),
+    ("categories are searched", entry("Budget debate", categories=("AI", "Legco")), "", {"ai"}),
+    (
+        "source name is searched",
+        entry("Lab opens in Shenzhen", "A technology lab."),
+        "Hong Kong Science Park",
+        {"hk-mainland-science"},
+    ),
+    ("terms do not span two fields", entry("Talks in Hong", categories=("Kong",)), "", set()),
+    ("empty entry", entry(""), "", set()),
+]
+
+
+@pytest.mark.parametrize(
+    ("item", "source_name", "expected"),
+    [pytest.param(e, s, x, id=case) for case, e, s, x in CASES],
+)
+def test_tags_for(item: Entry, source_name: str, expected: set[str]) -> None:
+    tagger = compile_rules(RULES)
+    assert tagger.tags_for(item, source_name=source_name) == tuple(sorted(expected))
+
+
+@pytest.mark.parametrize(
+    ("item", "source_name"),
+    [pytest.param(e, s, id=case) for case, e, s, _ in CASES],
+)
+def test_explain_agrees_with_tags_for(item: Entry, source_name: str) -> None:
+    tagger = compile_rules(RULES)
+    tags = tagger.tags_for(item, source_name=source_name)
+    explained = tagger.explain(item, source_name=source_name)
+    assert [e.name for e in explained] == [r.name for r in RULES]
+    assert {e.name for e in explained if e.matched} == set(tags)
+    for explanation in explained:
+        assert explanation.matched == (not explanation.reasons)
+
+
+def test_source_tags_are_included_sorted_and_unique() -> None:
+    tagger = compile_rules(RULES)
+    tags = tagger.tags_for(RTHK_SAID, source_tags=("official", "rthk", "fire"))
+    assert tags == ("fire", "official", "rthk")
+    assert compile_rules([]).tags_for(RTHK_SAID, source_tags=("b", "a", "b")) == ("a", "b")
+
+
+def test_rule_without_all_or_any_never_matches() -> None:
+    only_none = TagRule(name="odd", title="Only none", none=("xyz",))
+    tagger = compile_rules([OFFICIAL, only_none])
+    assert tagger.tags_for(entry("official xyz", "Official sources")) == ()
+    assert tagger.tags_for(entry("x"), source_tags=("official",)) == ("official",)
+    explained = tagger.explain(entry("x"))
+    assert not explained[0].matched
+    assert explained[0].reasons == (
+        "no `all` or `any` terms: a source-only tag, never matched by rules",
+    )
+
+
+def test_all_and_any_combine() -> None:
+    rule = TagRule(
+        name="hk-ai", title="HK AI", all=(("Hong Kong", "香港"),), any=("AI", "人工智能")
+    )
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("Hong Kong AI lab")) == ("hk-ai",)
+    assert tagger.tags_for(entry("香港人工智能實驗室")) == ("hk-ai",)
+    assert tagger.tags_for(entry("Hong Kong lab")) == ()
+    assert tagger.tags_for(entry("AI lab")) == ()
+
+
+def test_blank_terms_never_match() -> None:
+    rule = TagRule(name="blank", title="Blank", all=(("", "  "),))
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("anything at all")) == ()
+    assert tagger.explain(entry("anything"))[0].reasons == (
+        "group 1 of all: none of ['', '  '] found",
+    )
+
+
+def test_explain_matched_rule_names_terms_and_fields() -> None:
+    tagger = compile_rules([HK_MAINLAND_SCIENCE])
+    [explained] = tagger.explain(RTHK_SHANGHAI)
+    assert explained == RuleExplanation(
+        name="hk-mainland-science",
+        title="Hong Kong–Mainland science & technology cooperation",
+        matched=True,
+        all=(
+            GroupExplanation(
+                kind="all",
+                index=1,
+                terms=("Hong Kong", "香港"),
+                matches=(TermMatch(term="Hong Kong", field="summary", text="hong kong"),),
+            ),
+            GroupExplanation(
+                kind="all",
+                index=2,
+                terms=("Mainland", "內地", "Shenzhen", "深圳", "Shanghai", "上海"),
+                matches=(
+                    TermMatch(term="Shanghai", field="title", text="shanghai"),
+                    TermMatch(term="Shanghai", field="summary", text="shanghai"),
+                ),
+            ),
+            GroupExplanation(
+                kind="all",
+                index=3,
+                terms=("technology", "科技", "innovation", "創新"),
+                matches=(
+                    TermMatch(term="technology", field="summary", text="technology"),
+                    TermMatch(term="innovation", field="summary", text="innovation"),
+                ),
+            ),
+        ),
+        any=None,
+        none=None,
+        reasons=(),
+    )
+
+
+def test_explain_says_why_not() -> None:
+    tagger = compile_rules([HK_MAINLAND_SCIENCE, FIRE_NOT_DRILL])
+    item = entry("Fire drill in Hong Kong", "No technology involved.", categories=("Drill",))
+    science, fire = tagger.explain(item)
+    assert not science.matched
+    assert science.reasons == (
+        "group 2 of all: none of ['Mainland', '內地', 'Shenzhen', '深圳', 'Shanghai', '上海'] found",
+    )
+    assert [g.found for g in science.all] == [True, False, True]
+    assert not fire.matched
+    assert fire.any is not None and fire.any.matches == (TermMatch("fire", "title", "fire"),)
+    assert fire.none is not None
+    assert fire.reasons == (
+        "excluded by none term 'drill' in title",
+        "excluded by none term 'drill' in categories",
+    )
+
+
+def test_explain_any_not_found() -> None:
+    [explained] = compile_rules([AI]).explain(RTHK_SAID)
+    assert explained.reasons == (
+        "any: none of ['AI', 'artificial intelligence', '人工智能'] found",
+    )
+    assert explained.any is not None and explained.any.label == "any"
+
+
+def test_explain_reports_the_source_field() -> None:
+    [explained] = compile_rules([AI]).explain(entry("x"), source_name="AI Weekly")
+    assert explained.matched
+    assert explained.any is not None
+    assert explained.any.matches == (TermMatch("AI", "source", "ai"),)
+
+
+def test_tagger_is_reusable_and_keeps_rules() -> None:
+    tagger = compile_rules(RULES)
+    assert tagger.rules == RULES
+    first = tagger.tags_for(GOVHK_SHENZHEN)
+    assert tagger.tags_for(replace(GOVHK_SHENZHEN, id="other")) == first
+
+
+@pytest.mark.parametrize(
+    ("term", "text", "found"),
+    [
+        ("AI", "he said so", False),
+        ("AI", "AI.", True),
+        ("ＡＩ", "ai", True),
+        ("AI", "ＡＩ", True),
+        ("Hong Kong", "hong   kong", True),
+        ("Hong Kong", "hongkong", False),
+        ("Hong Kong", "hong\u2011kong", True),  # non-breaking hyphen
+        ("C++", "learn c++ now", True),
+        ("科技", "創新科技局", True),
+        ("香港 科技", "香港科技大學", True),
+        ("內地", "内地", False),  # Traditional vs Simplified: not yet (OpenCC later)
+        ("Straße", "STRASSE", True),  # casefold
+        ("", "anything", False),
+    ],
+)
+def test_term_pattern(term: str, text: str, found: bool) -> None:
+    import re
+
+    pattern = term_pattern(term)
+    assert bool(pattern and re.search(pattern, fold(text))) == found
+
+
+def test_fold_and_has_cjk() -> None:
+    assert fold("ＡＩ Ｈｏｎｇ Ｋｏｎｇ") == "ai hong kong"
+    assert fold("ﬁnance") == "finance"
+    assert has_cjk("AI晶片")
+    assert has_cjk("ソニー")
+    assert not has_cjk("Hong Kong–Shenzhen")
