@@ -78,6 +78,7 @@ class Entry:
     content_hash: str  # changes when title or summary change
     categories: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    story_id: str | None = None  # the story this entry belongs to; None: its own (= id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,31 @@ class StoredEntry:
 
     entry: Entry
     source_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    """One event told by one or more entries: a lead item and the others "also reported by"."""
+
+    id: str
+    lead: StoredEntry
+    others: tuple[StoredEntry, ...] = ()
+
+    @property
+    def members(self) -> tuple[StoredEntry, ...]:
+        return (self.lead, *self.others)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(sorted({tag for m in self.members for tag in m.entry.tags}))
+
+    @property
+    def first_seen(self) -> datetime:
+        return min(m.entry.first_seen for m in self.members)
+
+    @property
+    def published(self) -> datetime:
+        return self.lead.entry.published
 
 
 @dataclass(frozen=True, slots=True)

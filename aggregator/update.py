@@ -61,7 +61,7 @@ def update(
 ) -> UpdateReport:
     """Poll the due sources (or `only` those, or all with `force`) and store what they hold."""
     now = clock.now()
-    store.sync_sources(((s.id, s.url, s.name) for s in settings.sources), now)
+    store.sync_sources(settings.sources, now)
     states = store.source_states()
     sources = due_sources(settings.sources, states, now, only=only, force=force)
     if not sources:

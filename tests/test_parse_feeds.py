@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from aggregator.errors import ParseError
 from aggregator.models import ParsedFeed
 from aggregator.parse.feeds import parse_date, parse_feed
+from tests.corpus import corpus_dir
 
 DATA = Path(__file__).parent / "data" / "feeds"
-CORPUS = Path("/work/shared/corpus")
+CORPUS = corpus_dir()
 BASE = "https://base.example.org/feeds/feed.xml"
 
 

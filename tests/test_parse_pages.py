@@ -14,9 +14,10 @@ from aggregator.errors import ParseError
 from aggregator.models import ParsedFeed
 from aggregator.parse.pages import check_selectors, decode_html, parse_page
 from aggregator.settings import SelectSettings
+from tests.corpus import corpus_dir
 
 PAGES = Path(__file__).parent / "data" / "pages"
-CORPUS = Path("/work/shared/corpus/hk_media_html_listing_2018_2019")
+CORPUS = corpus_dir() / "hk_media_html_listing_2018_2019"
 HK = "Asia/Hong_Kong"
 
 

@@ -11,10 +11,15 @@ import pytest
 
 from aggregator.errors import StoreError
 from aggregator.models import Entry
+from aggregator.settings import SourceSettings
 from aggregator.store import PollWrite, Store
 from aggregator.store.schema import MIGRATIONS
 
 NOW = datetime(2024, 5, 16, 6, 0, tzinfo=UTC)
+
+
+def source(source_id: str, url: str, name: str, priority: int = 0) -> SourceSettings:
+    return SourceSettings(id=source_id, url=url, name=name, priority=priority)
 
 
 def make_entry(n: int, *, tags: tuple[str, ...] = (), source_id: str = "s1") -> Entry:
@@ -44,7 +49,7 @@ def poll_write(inserts: list[Entry], updates: list[Entry] = [], at: datetime = N
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     store = Store(tmp_path / "aggregator.db")
-    store.sync_sources([("s1", "https://example.org/feed", "Source One")], NOW)
+    store.sync_sources([source("s1", "https://example.org/feed", "Source One")], NOW)
     yield store  # type: ignore[misc]
     store.close()
 
@@ -59,7 +64,7 @@ def test_pragmas_and_schema_version(store: Store) -> None:
 
 def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
     first = Store(tmp_path / "db.sqlite")
-    first.sync_sources([("s1", "u", "S")], NOW)
+    first.sync_sources([source("s1", "u", "S")], NOW)
     first.apply_poll(poll_write([make_entry(1)]))
     first.close()
     again = Store(tmp_path / "db.sqlite")
@@ -81,7 +86,7 @@ def test_entries_round_trip_with_tags(store: Store) -> None:
     store.apply_poll(poll_write([entry]))
     stored = store.entry("e1")
     assert stored is not None
-    assert stored.entry == entry
+    assert stored.entry == replace(entry, story_id="e1")  # its own story until grouped
     assert stored.source_name == "Source One"
 
 
@@ -125,7 +130,7 @@ def test_source_state_success_and_failure(store: Store) -> None:
 
 def test_changed_url_resets_validators(store: Store) -> None:
     store.apply_poll(poll_write([]))
-    store.sync_sources([("s1", "https://example.org/other", "Source One")], NOW)
+    store.sync_sources([source("s1", "https://example.org/other", "Source One")], NOW)
     state = store.source_states()["s1"]
     assert state.url == "https://example.org/other" and state.etag is None
 
@@ -136,3 +141,22 @@ def test_a_failed_write_leaves_nothing_behind(store: Store) -> None:
         store.apply_poll(poll_write(duplicate))
     assert store.count_entries() == 0
     assert store.source_states()["s1"].etag is None
+
+
+def test_stories_group_members_and_lead_by_priority_then_earliest(store: Store) -> None:
+    store.sync_sources(
+        [source("s1", "u1", "Official", priority=10), source("s2", "u2", "Paper")], NOW
+    )
+    official = replace(make_entry(3, tags=("t",)), story_id="story-a")  # later, but official
+    paper = replace(make_entry(5, tags=("t",), source_id="s2"), story_id="story-a")
+    alone = make_entry(1, tags=("t",))
+    untagged = make_entry(2)
+    store.apply_poll(poll_write([official, alone, untagged]))
+    store.apply_poll(replace(poll_write([paper]), source_id="s2"))
+    stories = store.stories(tag="t")
+    assert [s.id for s in stories] == ["e1", "story-a"]
+    story = stories[1]
+    assert story.lead.entry.id == "e3" and [m.entry.id for m in story.others] == ["e5"]
+    assert story.tags == ("t",) and story.first_seen == NOW
+    assert [s.id for s in store.stories(tag="t", limit=1)] == ["e1"]
+    assert [s.id for s in store.stories()] == ["e1", "e2", "story-a"]

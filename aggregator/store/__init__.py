@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from aggregator.models import Entry, SourceState, StoredEntry
+from aggregator.models import Entry, SourceState, StoredEntry, Story
+from aggregator.process.stories import build_story
+from aggregator.settings import SourceSettings
 from aggregator.store.database import connect, from_db_time, to_db_time, transaction
 
 __all__ = ["PollWrite", "Store"]
@@ -41,18 +43,23 @@ class Store:
 
     # -- sources -----------------------------------------------------------------------------
 
-    def sync_sources(self, sources: Iterable[tuple[str, str, str]], now: datetime) -> None:
-        """Make sure every configured (id, url, name) has a row; a new URL resets its validators."""
+    def sync_sources(self, sources: Iterable[SourceSettings], now: datetime) -> None:
+        """Make sure every configured source has a row; a new URL resets its validators."""
         with transaction(self.conn) as conn:
-            for source_id, url, name in sources:
+            for source in sources:
+                source_id, url = source.id, source.url
                 row = conn.execute("SELECT url FROM sources WHERE id = ?", (source_id,)).fetchone()
                 if row is None:
                     conn.execute(
-                        "INSERT INTO sources (id, url, name, created_at) VALUES (?, ?, ?, ?)",
-                        (source_id, url, name, to_db_time(now)),
+                        "INSERT INTO sources (id, url, name, priority, created_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (source_id, url, source.name, source.priority, to_db_time(now)),
                     )
                     continue
-                conn.execute("UPDATE sources SET name = ? WHERE id = ?", (name, source_id))
+                conn.execute(
+                    "UPDATE sources SET name = ?, priority = ? WHERE id = ?",
+                    (source.name, source.priority, source_id),
+                )
                 if row["url"] != url:
                     conn.execute(
                         "UPDATE sources SET url = ?, etag = NULL, last_modified = NULL,"
@@ -145,6 +152,46 @@ class Store:
             params.append(limit)
         return self._select(clause, params)
 
+    def stories(
+        self, *, tag: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[Story]:
+        """Stories newest first: those with an entry tagged `tag` published since `since`.
+
+        Walks entries newest first and stops at `limit` distinct stories, so the cost follows
+        the limit, not the size of the history.
+        """
+        if tag is not None:
+            query = (
+                "SELECT e.story_id FROM entry_tags t JOIN entries e ON e.id = t.entry_id"
+                " WHERE t.tag = ? AND t.published >= ? ORDER BY t.published DESC, e.id"
+            )
+            params: tuple[object, ...] = (tag, to_db_time(since) or "")
+        else:
+            query = "SELECT story_id FROM entries WHERE published >= ? ORDER BY published DESC, id"
+            params = (to_db_time(since) or "",)
+        story_ids: dict[str, None] = {}
+        for (story_id,) in self.conn.execute(query, params):
+            story_ids.setdefault(story_id)
+            if limit is not None and len(story_ids) >= limit:
+                break
+        return self.stories_by_id(list(story_ids))
+
+    def stories_by_id(self, story_ids: Sequence[str]) -> list[Story]:
+        """The stories with these ids, in the order given, each with all its members."""
+        members: dict[str, list[StoredEntry]] = {story_id: [] for story_id in story_ids}
+        for start in range(0, len(story_ids), 500):
+            chunk = story_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for stored in self._select(f"WHERE e.story_id IN ({marks})", chunk):
+                members[stored.entry.story_id or stored.entry.id].append(stored)
+        priorities = self.source_priorities()
+        return [
+            build_story(story_id, found, priorities) for story_id, found in members.items() if found
+        ]
+
+    def source_priorities(self) -> dict[str, int]:
+        return {row[0]: row[1] for row in self.conn.execute("SELECT id, priority FROM sources")}
+
     def count_entries(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
 
@@ -162,14 +209,14 @@ class Store:
 
 _ENTRY_COLUMNS = (
     "id, source_id, guid, link, canonical_url, title, summary_html, summary_text, author,"
-    " published, updated, first_seen, last_changed, content_hash, categories"
+    " published, updated, first_seen, last_changed, content_hash, categories, story_id"
 )
-_INSERT_ENTRY = f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 15)})"
+_INSERT_ENTRY = f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 16)})"
 # first_seen is kept: an edited entry is still the entry first seen back then.
 _UPDATE_ENTRY = (
     "UPDATE entries SET source_id = ?2, guid = ?3, link = ?4, canonical_url = ?5, title = ?6,"
     " summary_html = ?7, summary_text = ?8, author = ?9, published = ?10, updated = ?11,"
-    " last_changed = ?13, content_hash = ?14, categories = ?15 WHERE id = ?1"
+    " last_changed = ?13, content_hash = ?14, categories = ?15, story_id = ?16 WHERE id = ?1"
 )
 
 
@@ -190,6 +237,7 @@ def _entry_row(entry: Entry, at: datetime) -> tuple[object, ...]:
         to_db_time(at),
         entry.content_hash,
         json.dumps(list(entry.categories), ensure_ascii=False),
+        entry.story_id or entry.id,
     )
 
 
@@ -222,6 +270,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         content_hash=row["content_hash"],
         categories=tuple(json.loads(row["categories"])),
         tags=tags,
+        story_id=row["story_id"],
     )
 
 

@@ -73,7 +73,21 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial,)
+def _v2_stories(conn: sqlite3.Connection) -> None:
+    """Stories: every entry belongs to one (its own, until grouped); sources carry a priority."""
+    run_script(
+        conn,
+        """
+        ALTER TABLE sources ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE entries ADD COLUMN story_id TEXT;
+        UPDATE entries SET story_id = id;
+        CREATE INDEX entries_by_story ON entries(story_id);
+        """,
+    )
+
+
+# Append new migrations at the end; never edit one that has shipped.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial, _v2_stories)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
