@@ -13,7 +13,7 @@ from aggregator.errors import StoreError
 from aggregator.models import Entry
 from aggregator.settings import SourceSettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.schema import MIGRATIONS
+from aggregator.store.schema import LATEST
 
 NOW = datetime(2024, 5, 16, 6, 0, tzinfo=UTC)
 
@@ -59,7 +59,7 @@ def test_pragmas_and_schema_version(store: Store) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
 
 
 def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
+    conn.execute(f"PRAGMA user_version = {LATEST + 5}")
     conn.close()
     with pytest.raises(StoreError, match="newer than this aggregator knows"):
         Store(path)

@@ -86,25 +86,30 @@ def _v2_stories(conn: sqlite3.Connection) -> None:
     )
 
 
-# Append new migrations at the end; never edit one that has shipped.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial, _v2_stories)
+# Schema version -> the migration that reaches it. Add new ones with the next number; never
+# edit one that has shipped.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_initial,
+    2: _v2_stories,
+}
+LATEST = max(MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the database to the latest schema version; return that version."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
-    if current > len(MIGRATIONS):
+    if current > LATEST:
         raise StoreError(
             f"the database has schema version {current}, newer than this aggregator knows "
-            f"({len(MIGRATIONS)}); upgrade aggregator"
+            f"({LATEST}); upgrade aggregator"
         )
-    for version in range(current + 1, len(MIGRATIONS) + 1):
+    for version in sorted(v for v in MIGRATIONS if v > current):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            MIGRATIONS[version - 1](conn)
+            MIGRATIONS[version](conn)
             conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return len(MIGRATIONS)
+    return LATEST
