@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aggregator import config
-from aggregator.clock import Clock, SystemClock
-from aggregator.publish import PublishReport, publish
+from aggregator.clock import Clock, FixedClock, SystemClock
+from aggregator.errors import ConfigError
+from aggregator.publish import PublishReport, publish, read_site
 from aggregator.settings import Settings
 from aggregator.store import Store
 
@@ -53,18 +55,37 @@ class App:
             self._store = None
 
 
+FAKE_NOW = "AGGREGATOR_FAKE_NOW"
+
+
 def open_app(path: Path, *, clock: Clock | None = None) -> App:
-    return App(settings=config.load(path), clock=clock or SystemClock())
+    return App(settings=config.load(path), clock=clock or default_clock())
+
+
+def default_clock() -> Clock:
+    """The system clock; tests of real processes pin the time with $AGGREGATOR_FAKE_NOW.
+
+    `AGGREGATOR_FAKE_NOW=2024-05-20T09:00:00+08:00` makes every command and the worker see that
+    moment forever (a FixedClock). It is read here only; production never sets it.
+    """
+    fake = os.environ.get(FAKE_NOW)
+    if not fake:
+        return SystemClock()
+    try:
+        moment = datetime.fromisoformat(fake)
+    except ValueError:
+        raise ConfigError(f"${FAKE_NOW}: {fake!r} is not an ISO 8601 time") from None
+    return FixedClock(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def publish_site(app: App) -> PublishReport:
-    """Read the curated topic's entries from the store and write the public files."""
-    topic = app.settings.publish.topic
-    entries = app.store.entries(tag=topic, limit=app.settings.publish.max_items) if topic else []
+    """Read the stories, tags and source health from the store and write the public files."""
+    now = app.clock.now()
+    site = read_site(app.store, app.settings, app.public_dir, now)
     return publish(
-        entries,
+        site,
         settings=app.settings,
         public_dir=app.public_dir,
-        now=app.clock.now(),
+        now=now,
         templates_dir=templates_dir(),
     )

@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aggregator.errors import ConfigError
+from aggregator.process.tag import check_term
 from aggregator.settings import (
+    TAG_FIELDS,
     DigestSettings,
     FetchSettings,
     PublishSettings,
@@ -20,6 +22,7 @@ from aggregator.settings import (
     Settings,
     SmtpSettings,
     SourceSettings,
+    StorySettings,
     Subscriber,
     TagRule,
 )
@@ -219,8 +222,14 @@ def load(path: str | Path) -> Settings:
 
 
 def _build(data: Mapping[str, Any], read: _Reader, path: Path) -> Settings:
-    read.table(data, "", {"aggregator", "fetch", "sources", "tags", "publish", "digest", "smtp"})
-    base = read.table(data.get("aggregator", {}), "aggregator", {"data_dir", "timezone"})
+    read.table(
+        data,
+        "",
+        {"aggregator", "fetch", "sources", "tags", "publish", "digest", "smtp", "stories"},
+    )
+    base = read.table(
+        data.get("aggregator", {}), "aggregator", {"data_dir", "timezone", "keep", "tick"}
+    )
     timezone = read.get(base, "aggregator", "timezone", str, "Asia/Hong_Kong")
     try:
         ZoneInfo(timezone)
@@ -236,17 +245,37 @@ def _build(data: Mapping[str, Any], read: _Reader, path: Path) -> Settings:
         path=path,
         data_dir=data_dir,
         timezone=timezone,
+        keep=read.convert(
+            "aggregator.keep", read.get(base, "aggregator", "keep", str, "365d"), parse_interval
+        ),
+        tick=read.convert(
+            "aggregator.tick", read.get(base, "aggregator", "tick", str, "1m"), parse_interval
+        ),
         sources=sources,
         tags=tags,
         publish=publish,
         digest=_digest(data.get("digest", {}), read, known_tags, publish.topic),
         smtp=_smtp(data.get("smtp", {}), read),
         fetch=_fetch(data.get("fetch", {}), read),
+        stories=_stories(data.get("stories", {}), read),
+    )
+
+
+def _stories(data: Any, read: _Reader) -> StorySettings:
+    table = read.table(data, "stories", {"window", "threshold"})
+    default = StorySettings()
+    window = read.get(table, "stories", "window", str, "7d")
+    threshold = read.get(table, "stories", "threshold", float, default.threshold)
+    if not 0 < threshold <= 1:
+        raise read.fail("stories.threshold", f"{threshold} must be above 0 and at most 1")
+    return StorySettings(
+        window=read.convert("stories.window", window, parse_interval), threshold=threshold
     )
 
 
 def _fetch(data: Any, read: _Reader) -> FetchSettings:
     keys = {"timeout", "deadline", "max_bytes", "concurrency", "per_host", "user_agent"}
+    keys.add("host_spacing")
     table = read.table(data, "fetch", keys)
     default = FetchSettings()
     settings = FetchSettings(
@@ -256,7 +285,10 @@ def _fetch(data: Any, read: _Reader) -> FetchSettings:
         concurrency=read.get(table, "fetch", "concurrency", int, default.concurrency),
         per_host=read.get(table, "fetch", "per_host", int, default.per_host),
         user_agent=read.optional_str(table, "fetch", "user_agent"),
+        host_spacing=read.get(table, "fetch", "host_spacing", float, default.host_spacing),
     )
+    if settings.host_spacing < 0:
+        raise read.fail("fetch.host_spacing", "must be zero or more")
     for key in ("timeout", "deadline", "max_bytes", "concurrency", "per_host"):
         if getattr(settings, key) <= 0:
             raise read.fail(f"fetch.{key}", "must be greater than zero")
@@ -359,7 +391,8 @@ def _tags(data: Any, read: _Reader) -> tuple[TagRule, ...]:
         path = f"tags.{name}"
         if not _TAG_NAME.match(name):
             raise read.fail(path, f"{name!r}: use letters, digits, '-' and '_' in tag names")
-        table = read.table(item, path, {"title", "all", "any", "none"})
+        keys = {"title", "all", "any", "none", "fields", "weights", "min_score"}
+        table = read.table(item, path, keys)
         groups = table.get("all", [])
         if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
             raise read.fail(f"{path}.all", 'expected a list of groups, such as [["a", "b"], ["c"]]')
@@ -369,16 +402,49 @@ def _tags(data: Any, read: _Reader) -> tuple[TagRule, ...]:
         )
         if any(not group for group in all_groups):
             raise read.fail(f"{path}.all", "holds an empty group")
+        any_terms = read.strings(table, path, "any")
+        none_terms = read.strings(table, path, "none")
+        for key, terms in [
+            *((f"all[{i}]", group) for i, group in enumerate(all_groups)),
+            ("any", any_terms),
+            ("none", none_terms),
+        ]:
+            for term in terms:
+                read.convert(f"{path}.{key}", term, check_term)
         rules.append(
             TagRule(
                 name=name,
                 title=read.get(table, path, "title", str, name),
                 all=all_groups,
-                any=read.strings(table, path, "any"),
-                none=read.strings(table, path, "none"),
+                any=any_terms,
+                none=none_terms,
+                **_tag_scoring(table, read, path),
             )
         )
     return tuple(rules)
+
+
+def _tag_scoring(table: Mapping[str, Any], read: _Reader, path: str) -> dict[str, Any]:
+    """A tag rule's `fields`, `[weights]` and `min_score`."""
+    fields = read.strings(table, path, "fields") or TAG_FIELDS
+    for name in fields:
+        if name not in TAG_FIELDS:
+            raise read.fail(
+                f"{path}.fields", f"{name!r} is not a field (expected: {', '.join(TAG_FIELDS)})"
+            )
+    weights_table = read.table(table.get("weights", {}), f"{path}.weights", set(TAG_FIELDS))
+    weights = tuple(
+        (name, read.get(weights_table, f"{path}.weights", name, float))
+        for name in TAG_FIELDS
+        if name in weights_table
+    )
+    for name, weight in weights:
+        if weight < 0:
+            raise read.fail(f"{path}.weights.{name}", "must not be negative")
+    min_score = read.get(table, path, "min_score", float) if "min_score" in table else None
+    if min_score is not None and min_score <= 0:
+        raise read.fail(f"{path}.min_score", "must be greater than zero")
+    return {"fields": fields, "weights": weights, "min_score": min_score}
 
 
 def _publish(data: Any, read: _Reader, tag_names: set[str]) -> PublishSettings:
@@ -405,7 +471,7 @@ def _publish(data: Any, read: _Reader, tag_names: set[str]) -> PublishSettings:
 
 
 def _digest(data: Any, read: _Reader, known_tags: set[str], topic: str | None) -> DigestSettings:
-    keys = {"schedule", "from", "subject", "send_empty", "subscribers"}
+    keys = {"schedule", "from", "subject", "send_empty", "subscribers", "secret_env", "grace"}
     table = read.table(data, "digest", keys)
     default = DigestSettings()
     schedule = read.get(table, "digest", "schedule", str, default.schedule)
@@ -420,7 +486,7 @@ def _digest(data: Any, read: _Reader, known_tags: set[str], topic: str | None) -
     for index, item in enumerate(raw_subscribers):
         path = f"digest.subscribers[{index}]"
         entry = read.table(item, path, {"email", "name", "tags", "enabled"})
-        email = read.convert(f"{path}.email", read.get(entry, path, "email", str), _address)
+        email = read.convert(f"{path}.email", read.get(entry, path, "email", str), _mailbox)
         tags = read.strings(entry, path, "tags") or ((topic,) if topic else ())
         for tag in tags:
             if tag not in known_tags:
@@ -440,8 +506,25 @@ def _digest(data: Any, read: _Reader, known_tags: set[str], topic: str | None) -
         sender=sender,
         subject=read.get(table, "digest", "subject", str, default.subject),
         send_empty=read.get(table, "digest", "send_empty", bool, False),
+        grace=read.convert(
+            "digest.grace", read.get(table, "digest", "grace", str, "2d"), parse_interval
+        ),
         subscribers=tuple(subscribers),
+        secret_env=read.get(table, "digest", "secret_env", str, default.secret_env).strip()
+        or default.secret_env,
     )
+
+
+def _mailbox(value: str) -> str:
+    """A subscriber's bare address, checked for syntax only (no DNS), in normalized form."""
+    from email_validator import EmailNotValidError, validate_email
+
+    if any(c in value for c in "\r\n\0<>"):
+        raise ValueError(f"{value!r}: give the bare address, such as reader@example.org")
+    try:
+        return validate_email(value.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise ValueError(f"{value!r} is not a valid email address: {error}") from None
 
 
 def _address(value: str) -> str:
@@ -456,7 +539,7 @@ def _address(value: str) -> str:
 
 
 def _smtp(data: Any, read: _Reader) -> SmtpSettings:
-    keys = {"host", "port", "security", "username_env", "password_env", "timeout"}
+    keys = {"host", "port", "security", "username_env", "password_env", "timeout", "ca_file"}
     table = read.table(data, "smtp", keys)
     default = SmtpSettings()
     security = read.get(table, "smtp", "security", str, default.security)
@@ -472,4 +555,5 @@ def _smtp(data: Any, read: _Reader) -> SmtpSettings:
         username_env=read.optional_str(table, "smtp", "username_env"),
         password_env=read.optional_str(table, "smtp", "password_env"),
         timeout=read.get(table, "smtp", "timeout", float, default.timeout),
+        ca_file=read.optional_str(table, "smtp", "ca_file"),
     )

@@ -49,3 +49,7 @@ class StoreError(AggregatorError):
 
 class MailError(AggregatorError):
     """A message could not be built or handed to the mail transport."""
+
+
+class LockError(AggregatorError):
+    """Another worker already holds the data directory's lock."""

@@ -43,6 +43,7 @@ MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 7 * 24 * 3600.0
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 PERMANENT_REDIRECT_STATUSES = frozenset({301, 308})
+ADOPT_REDIRECT_AFTER = 3  # polls in a row with the same permanent target before it is adopted
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 LOCAL_CONTENT_TYPES = {
@@ -110,6 +111,43 @@ def redirect_allowed(source_is_private: bool, target_ips: Iterable[IPAddress]) -
         return True
     ips = list(target_ips)
     return bool(ips) and all(is_public_address(ip) for ip in ips)
+
+
+class RedirectTrack(NamedTuple):
+    """A source's permanent-redirect record after one successful poll."""
+
+    moved_to: str | None  # the target seen, still on probation
+    polls: int  # polls in a row that were permanently redirected to `moved_to`
+    adopt: bool  # the target has held long enough: fetch it directly from now on
+
+
+def track_permanent_redirect(moved_to: str | None, polls: int, target: str | None) -> RedirectTrack:
+    """Count polls in a row permanently redirected to the same `target`; adopt it at the third.
+
+    A poll without a permanent redirect (`target` None: none, or a temporary hop) clears it.
+    """
+    if target is None:
+        return RedirectTrack(None, 0, adopt=False)
+    polls = polls + 1 if target == moved_to else 1
+    if polls >= ADOPT_REDIRECT_AFTER:
+        return RedirectTrack(None, 0, adopt=True)
+    return RedirectTrack(target, polls, adopt=False)
+
+
+def spacing_for(host: str, spacing: float) -> float:
+    """Seconds between request starts to `host`: `spacing`, but none for this machine.
+
+    Politeness is for other people's servers; a local RSSHub or RSS-Bridge serving many
+    sources (localhost, 127.0.0.0/8, ::1) is not slowed down.
+    """
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return 0.0
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return spacing
+    return 0.0 if ip.is_loopback else spacing
 
 
 def format_size(size: int) -> str:
@@ -242,11 +280,29 @@ async def resolve_host(host: str) -> list[IPAddress]:
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
+class HostPacer:
+    """Keeps the starts of requests to one host at least some seconds apart (event loop time)."""
+
+    def __init__(self) -> None:
+        self._next_start: dict[str, float] = {}
+
+    async def wait(self, host: str, spacing: float) -> None:
+        if spacing <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        # Reserve the next free start time before sleeping: no await in between, so no race.
+        start = max(now, self._next_start.get(host, now))
+        self._next_start[host] = start + spacing
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
 class Fetcher:
     """Fetches sources with one shared HTTP client; safe to use from many tasks at once.
 
     At most `settings.concurrency` fetches run at a time and at most `settings.per_host` per host
-    (the host of the requested URL). Each fetch has `settings.deadline` seconds from its start,
+    (the host of the requested URL), and requests to one host start at least
+    `settings.host_spacing` seconds apart (see `spacing_for`). Each fetch has `settings.deadline` seconds from its start,
     once it has its slots, to the last byte.
     """
 
@@ -273,6 +329,7 @@ class Fetcher:
         )
         self._slots = asyncio.Semaphore(max(1, settings.concurrency))
         self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._pacer = HostPacer()
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -302,12 +359,17 @@ class Fetcher:
         if not host:
             raise FetchError(f"invalid URL: {request.url}")
         deadline = self._settings.deadline
-        async with self._host_slot(host), self._slots:
-            try:
-                async with asyncio.timeout(deadline):
-                    return await self._fetch_http(request)
-            except TimeoutError:
-                raise FetchError(f"timed out after {deadline:g}s") from None
+        async with self._host_slot(host):
+            await self._pace(host)
+            async with self._slots:
+                try:
+                    async with asyncio.timeout(deadline):
+                        return await self._fetch_http(request)
+                except TimeoutError:
+                    raise FetchError(f"timed out after {deadline:g}s") from None
+
+    async def _pace(self, host: str) -> None:
+        await self._pacer.wait(host, spacing_for(host, self._settings.host_spacing))
 
     def _host_slot(self, host: str) -> asyncio.Semaphore:
         slot = self._host_slots.get(host)
@@ -345,6 +407,7 @@ class Fetcher:
                 raise FetchError(f"too many redirects (more than {MAX_REDIRECTS})")
             visited.add(str(target))
             await self._check_redirect(httpx.URL(request.url).host, target)
+            await self._pace(target.host)
             url = target
 
     async def _request(

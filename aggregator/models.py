@@ -86,7 +86,7 @@ class SourceState:
     """What the store remembers about a source between polls."""
 
     source_id: str
-    url: str
+    url: str  # where to fetch: the configured URL, or the permanent redirect target adopted
     etag: str | None = None
     last_modified: str | None = None
     last_success_at: datetime | None = None
@@ -94,6 +94,11 @@ class SourceState:
     last_error_at: datetime | None = None
     consecutive_failures: int = 0
     next_poll_at: datetime | None = None
+    configured_url: str | None = None  # the config's URL; `url` differs once a move is adopted
+    moved_to: str | None = None  # permanent redirect target seen on the last polls
+    moved_polls: int = 0  # polls in a row that were permanently redirected to `moved_to`
+    disabled_reason: str | None = None  # set when the server said 410 Gone; not polled then
+    disabled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +164,17 @@ class UpdateReport:
     @property
     def updated(self) -> int:
         return sum(o.updated for o in self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """A source's fetch health as the sources page shows it."""
+
+    source_id: str
+    name: str
+    url: str
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    consecutive_failures: int = 0
+    recent_items: int = 0  # entries first seen in the last 7 days

@@ -1,18 +1,27 @@
-"""Publishing: the curated entries as Atom, RSS 2.0, JSON Feed 1.1 and one HTML page, written
-atomically and only when their bytes change. Input is plain data; no database here."""
+"""Publishing: stories as Atom, RSS 2.0 and JSON Feed 1.1 (topic, per tag, all) and a static
+website, written atomically and only when their bytes change. Input is plain data; no database.
+
+Feed entry ids. A story's entry id is `urn:aggregator:entry:<entry id>` of its *anchor*: the
+member first seen (then the smallest entry id). A story only gains members seen later, so its
+anchor, and its feed id, stay put as reports join it; when two stories merge, the merged story
+keeps the older anchor's id and the other id leaves the feed. An entry id is never given to
+another story's anchor, so an id is never reused for different news. A story of one entry keeps
+the id that entry had before stories existed.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
 import tempfile
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -20,20 +29,30 @@ import jinja2
 from feedgen.feed import FeedGenerator
 
 from aggregator import PROJECT_URL, __version__
+from aggregator.checkpoints import checkpoint
 from aggregator.errors import AggregatorError
-from aggregator.models import StoredEntry
+from aggregator.models import SourceHealth, StoredEntry, Story
+from aggregator.process.sanitize import clean_html
 from aggregator.settings import Settings
 
-ATOM_FILE = "feed.atom"
-RSS_FILE = "feed.rss"
-JSON_FILE = "feed.json"
+TOPIC_FEED = "feed"  # feed.atom, feed.rss, feed.json
+ALL_FEED = "all"  # all.atom, all.rss, all.json
+ATOM_FILE, RSS_FILE, JSON_FILE = f"{TOPIC_FEED}.atom", f"{TOPIC_FEED}.rss", f"{TOPIC_FEED}.json"
 INDEX_FILE = "index.html"
-PAGE_TEMPLATE = "page.html"
+SOURCES_FILE = "sources.html"
+ARCHIVE_DIR = "archive"
+ARCHIVE_INDEX = f"{ARCHIVE_DIR}/index.html"
+TAGS_DIR = "tags"
+XSL_FILE = "feed.xsl"
+ICON_FILE = "favicon.svg"
 
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 ENTRY_URN_PREFIX = "urn:aggregator:entry:"
 EXCERPT_CHARS = 300
 UNTITLED = "(untitled)"
+CHART_WEEKS = 12
+ARCHIVE_RECENT_WEEKS = 8  # archive pages rebuilt on every publish; older ones only when missing
+RECENT_DAYS = 7
 
 # Characters XML 1.0 forbids; lxml refuses to serialize them, so one stray control
 # character in a source's title would otherwise fail the whole publish.
@@ -41,6 +60,8 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010fff
 # ASCII whitespace only: an ideographic space (U+3000) in a Chinese title is meant.
 _SPACES = re.compile(r"[ \t\n\r\f\v]+")
 _HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_SAFE_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_WEEK_KEY = re.compile(r"^(\d{4})-W(\d{2})$")
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
@@ -65,33 +86,60 @@ class PublishReport:
 
     written: tuple[Path, ...] = ()
     unchanged: tuple[Path, ...] = ()
-    entries: int = 0
+    entries: int = 0  # stories in the topic feed
+
+
+@dataclass(frozen=True, slots=True)
+class SiteData:
+    """Everything the site is made of, read from the store by `app.publish_site`.
+
+    Story lists are newest first and already limited; `weeks` holds the archive pages to
+    (re)write, `week_counts` every ISO week ("2024-W21") that has topic stories.
+    """
+
+    topic: Sequence[Story] = ()
+    everything: Sequence[Story] = ()
+    tags: Mapping[str, Sequence[Story]] = field(default_factory=dict)
+    weeks: Mapping[str, Sequence[Story]] = field(default_factory=dict)
+    week_counts: Mapping[str, int] = field(default_factory=dict)
+    sources: Sequence[SourceHealth] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class FeedMeta:
-    """Feed-level facts every output shares."""
+    """Feed-level facts every format of one feed shares."""
 
     title: str
     description: str
-    home_url: str  # the index page
+    home_url: str  # the HTML page showing the same stories
     atom_url: str
     rss_url: str
     json_url: str
-    updated: datetime  # UTC; the newest entry's date, so unchanged entries give unchanged files
+    xsl_href: str  # relative to the feed, for the <?xml-stylesheet?> instruction
+    updated: datetime  # UTC; the newest story's update, so unchanged stories give unchanged files
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """One outlet's report of a story: its name and its link (None when it gave none)."""
+
+    source_name: str
+    url: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class FeedItem:
-    """One entry as every output shows it: identifier, link, text and dates settled once."""
+    """One story as every output shows it: identifier, link, text and dates settled once."""
 
-    id: str  # urn:aggregator:entry:..., stable across publishes
-    anchor: str  # the HTML id of the entry on the index page
-    url: str  # absolute http(s): the entry's own link, else its anchor on the index page
+    id: str  # urn:aggregator:entry:..., see the module docstring
+    anchor: str  # the HTML id of the story on the pages
+    week: str  # ISO week of publication in the configured zone, "2024-W21"
+    url: str  # absolute http(s): the lead's own link, else its place in the weekly archive
     has_own_link: bool
     title: str  # plain text, never empty
-    source_name: str
-    summary_html: str  # sanitized upstream
+    source_name: str  # the lead's outlet
+    also: tuple[Mention, ...]  # the other members, in lead order
+    content_html: str  # summary plus the outlets that reported it, sanitized
     summary_text: str
     published: datetime  # UTC, whole seconds
     updated: datetime  # UTC, whole seconds, never before `published`
@@ -102,113 +150,286 @@ class FeedItem:
 
 
 def publish(
-    entries: Sequence[StoredEntry],
+    site: SiteData,
     *,
     settings: Settings,
     public_dir: Path,
     now: datetime,
     templates_dir: Path,
 ) -> PublishReport:
-    """Write feed.atom, feed.rss, feed.json and index.html into `public_dir`.
+    """Write the feeds and pages into `public_dir`; files whose bytes are unchanged stay.
 
-    `entries` are the curated topic's entries, newest first, already limited. `now` only
-    dates a feed that has no entries; otherwise every byte follows from the entries.
+    `now` only dates empty feeds and the sources page's "7 days"; every other byte follows
+    from the data.
     """
-    unique = unique_entries(entries)
-    files = render_site(unique, settings=settings, now=now, templates_dir=templates_dir)
+    files = render_site(site, settings=settings, now=now, templates_dir=templates_dir)
     written: list[Path] = []
     unchanged: list[Path] = []
     try:
-        public_dir.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             path = public_dir / name
-            (written if write_if_changed(path, data) else unchanged).append(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            changed = write_if_changed(path, data, sync_directory=False)
+            (written if changed else unchanged).append(path)
+        for directory in dict.fromkeys(path.parent for path in written):
+            _fsync_directory(directory)  # once per folder, not once per file
     except OSError as exc:
         where = exc.filename or public_dir
         raise AggregatorError(f"cannot write {where}: {exc.strerror or exc}") from exc
-    return PublishReport(written=tuple(written), unchanged=tuple(unchanged), entries=len(unique))
+    return PublishReport(
+        written=tuple(written), unchanged=tuple(unchanged), entries=len(unique(site.topic))
+    )
 
 
-def unique_entries(entries: Sequence[StoredEntry]) -> list[StoredEntry]:
-    """The entries once each, first occurrence kept: a repeated id would repeat a feed id."""
+def unique(stories: Sequence[Story]) -> list[Story]:
+    """The stories once each, first occurrence kept: a repeated id would repeat a feed id."""
     seen: set[str] = set()
-    unique: list[StoredEntry] = []
-    for stored in entries:
-        if stored.entry.id not in seen:
-            seen.add(stored.entry.id)
-            unique.append(stored)
-    return unique
+    kept: list[Story] = []
+    for story in stories:
+        key = story_entry_id(story)
+        if key not in seen:
+            seen.add(key)
+            kept.append(story)
+    return kept
 
 
 def render_site(
-    entries: Sequence[StoredEntry], *, settings: Settings, now: datetime, templates_dir: Path
+    site: SiteData, *, settings: Settings, now: datetime, templates_dir: Path
 ) -> dict[str, bytes]:
-    """Every public file's name and bytes, for entries with distinct ids; pure but for reading
-    the template."""
+    """Every public file's path (relative, with '/') and bytes; pure but for reading templates."""
+    zone = ZoneInfo(settings.timezone)
     base_url = settings.publish.base_url
-    items = tuple(feed_item(stored, base_url) for stored in entries)
-    meta = feed_meta(settings, items, now)
-    return {
-        ATOM_FILE: render_atom(meta, items),
-        RSS_FILE: render_rss(meta, items),
-        JSON_FILE: render_json_feed(meta, items),
-        INDEX_FILE: render_index(
-            meta,
-            items,
-            zone=ZoneInfo(settings.timezone),
-            templates_dir=templates_dir,
-            hidden_tags=(settings.publish.topic,) if settings.publish.topic else (),
-        ),
-    }
+    items: dict[str, FeedItem] = {}  # one FeedItem per story, shared by every output
+
+    def feed_items(stories: Sequence[Story]) -> tuple[FeedItem, ...]:
+        result = []
+        for story in unique(stories):
+            key = story_entry_id(story)
+            if key not in items:
+                items[key] = feed_item(story, base_url, zone)
+            result.append(items[key])
+        return tuple(result)
+
+    pages = Pages(settings, zone, templates_dir, now)
+    title = _clean_text(settings.publish.title) or "aggregator"
+    topic_name = settings.publish.topic
+    files: dict[str, bytes] = {}
+
+    topic = feed_items(site.topic)
+    topic_meta = feed_meta(
+        base_url,
+        TOPIC_FEED,
+        title,
+        _clean_text(settings.publish.description),
+        INDEX_FILE,
+        topic,
+        now,
+    )
+    files.update(render_feeds(TOPIC_FEED, topic_meta, topic))
+    everything = feed_items(site.everything)
+    all_meta = feed_meta(
+        base_url, ALL_FEED, f"{title}: all stories", "", INDEX_FILE, everything, now
+    )
+    files.update(render_feeds(ALL_FEED, all_meta, everything))
+
+    tag_slugs = {name: tag_slug(name) for name in sorted(site.tags)}
+    pages.tag_slugs = tag_slugs
+    for name, slug in tag_slugs.items():
+        tag_items = feed_items(site.tags[name])
+        rule = settings.tag(name)
+        label = _clean_text(rule.title if rule and rule.title else name) or slug
+        meta = feed_meta(
+            base_url, f"{TAGS_DIR}/{slug}", f"{title}: {label}", "",
+            f"{TAGS_DIR}/{slug}.html", tag_items, now,
+        )  # fmt: skip
+        files.update(render_feeds(f"{TAGS_DIR}/{slug}", meta, tag_items))
+        files[f"{TAGS_DIR}/{slug}.html"] = pages.tag_page(name, label, slug, meta, tag_items)
+
+    files[INDEX_FILE] = pages.index(topic_meta, topic, site.week_counts, hidden=topic_name)
+    for week, stories in sorted(site.weeks.items()):
+        if _WEEK_KEY.match(week):
+            week_items = tuple(i for i in feed_items(stories) if i.week == week)
+            files[f"{ARCHIVE_DIR}/{week}.html"] = pages.week(
+                week, topic_meta, week_items, hidden=topic_name
+            )
+    files[ARCHIVE_INDEX] = pages.archive(topic_meta, site.week_counts)
+    files[SOURCES_FILE] = pages.sources(topic_meta, site.sources)
+    files[XSL_FILE] = pages.raw(XSL_FILE)
+    files[ICON_FILE] = pages.raw(ICON_FILE)
+    return files
+
+
+# --- reading the site's data ---------------------------------------------------------------
+
+
+class SiteSource(Protocol):
+    """What publishing reads from the store (aggregator.store.Store provides it)."""
+
+    def stories(
+        self, *, tag: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[Story]: ...
+
+    def stories_by_id(self, story_ids: Sequence[str]) -> list[Story]: ...
+
+    def story_dates(self, tag: str) -> dict[str, datetime]: ...
+
+    def tag_names(self) -> list[str]: ...
+
+    def source_health(self, since: datetime) -> dict[str, SourceHealth]: ...
+
+
+def read_site(store: SiteSource, settings: Settings, public_dir: Path, now: datetime) -> SiteData:
+    """Everything `publish` needs, read from the store: the edge where publishing does I/O."""
+    limit = settings.publish.max_items
+    topic = settings.publish.topic
+    zone = ZoneInfo(settings.timezone)
+    tags = dict.fromkeys([*(rule.name for rule in settings.tags), *store.tag_names()])
+    existing = {path.stem for path in (public_dir / ARCHIVE_DIR).glob("*-W*.html")}
+    counts, week_ids = plan_archive(store.story_dates(topic) if topic else {}, zone, existing)
+    week_stories = store.stories_by_id([i for ids in week_ids.values() for i in ids])
+    by_id = {story.id: story for story in week_stories}
+    health = store.source_health(now - timedelta(days=RECENT_DAYS))
+    return SiteData(
+        topic=store.stories(tag=topic, limit=limit) if topic else (),
+        everything=store.stories(limit=limit),
+        tags={tag: store.stories(tag=tag, limit=limit) for tag in tags},
+        weeks={w: [by_id[i] for i in ids if i in by_id] for w, ids in week_ids.items()},
+        week_counts=counts,
+        sources=[health[s.id] for s in settings.sources if s.id in health],
+    )
+
+
+def plan_archive(
+    story_dates: Mapping[str, datetime],
+    zone: tzinfo,
+    existing: Collection[str],
+    recent: int = ARCHIVE_RECENT_WEEKS,
+) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Stories per ISO week, and the story ids of each archive page to write.
+
+    `story_dates` maps story ids to their lead's publication time; `existing` names the week
+    pages already written. The `recent` newest weeks are always rewritten (stories still join
+    them); an older week only when its page is missing, so a publish stays cheap as years pass.
+    """
+    ids: dict[str, list[str]] = {}
+    for story_id, published in sorted(
+        story_dates.items(), key=lambda kv: (kv[1], kv[0]), reverse=True
+    ):  # newest first, as the pages list them
+        ids.setdefault(iso_week(_utc(published).astimezone(zone).date()), []).append(story_id)
+    counts = {week: len(members) for week, members in sorted(ids.items(), reverse=True)}
+    newest = sorted(counts, reverse=True)[:recent]
+    wanted = {w: ids[w] for w in counts if w in newest or w not in existing}
+    return counts, wanted
 
 
 # --- data shared by every output ------------------------------------------------------------
 
 
-def feed_meta(settings: Settings, items: Sequence[FeedItem], now: datetime) -> FeedMeta:
-    base_url = settings.publish.base_url
+def feed_meta(
+    base_url: str,
+    stem: str,
+    title: str,
+    description: str,
+    page: str,
+    items: Sequence[FeedItem],
+    now: datetime,
+) -> FeedMeta:
     updated = max((item.updated for item in items), default=None) or _utc(now)
     return FeedMeta(
-        title=_clean_text(settings.publish.title) or "aggregator",
-        description=_clean_text(settings.publish.description),
-        home_url=base_url,
-        atom_url=urljoin(base_url, ATOM_FILE),
-        rss_url=urljoin(base_url, RSS_FILE),
-        json_url=urljoin(base_url, JSON_FILE),
+        title=title,
+        description=description,
+        home_url=base_url if page == INDEX_FILE else urljoin(base_url, page),
+        atom_url=urljoin(base_url, f"{stem}.atom"),
+        rss_url=urljoin(base_url, f"{stem}.rss"),
+        json_url=urljoin(base_url, f"{stem}.json"),
+        xsl_href="../" * stem.count("/") + XSL_FILE,
         updated=updated,
     )
 
 
-def feed_item(stored: StoredEntry, base_url: str) -> FeedItem:
-    entry = stored.entry
-    anchor = entry_anchor(entry.id)
-    own_link = _web_url(entry.link) or _web_url(entry.canonical_url)
-    summary_text = _NOT_XML_CHAR.sub("", entry.summary_text).strip()
-    published = _utc(entry.published)
-    updated = max(published, _utc(entry.updated)) if entry.updated else published
+def story_entry_id(story: Story) -> str:
+    """The anchor member's entry id: the first seen, then the smallest id (see the docstring)."""
+    anchor = min(story.members, key=lambda m: (_utc(m.entry.first_seen), m.entry.id))
+    return anchor.entry.id
+
+
+def feed_item(story: Story, base_url: str, zone: tzinfo) -> FeedItem:
+    lead = story.lead.entry
+    anchor_id = story_entry_id(story)
+    anchor = entry_anchor(anchor_id)
+    own_link = _entry_link(story.lead)
+    summary_text = _NOT_XML_CHAR.sub("", lead.summary_text).strip()
+    published = _utc(lead.published)
+    week = iso_week(published.astimezone(zone).date())
+    # A story changes when its lead is edited and when another outlet's report joins it.
+    changes = [published, *([_utc(lead.updated)] if lead.updated else [])]
+    for other in story.others:
+        changes.append(_utc(other.entry.first_seen))
+        if other.entry.updated:
+            changes.append(_utc(other.entry.updated))
+    source_name = _source_name(story.lead)
+    also = tuple(Mention(_source_name(m), _entry_link(m)) for m in story.others)
+    summary_html = _NOT_XML_CHAR.sub("", lead.summary_html).strip()  # sanitized when stored
     return FeedItem(
-        id=entry_urn(entry.id),
+        id=entry_urn(anchor_id),
         anchor=anchor,
-        url=own_link or urljoin(base_url, f"#{anchor}"),
+        week=week,
+        url=own_link or urljoin(base_url, f"{ARCHIVE_DIR}/{week}.html#{anchor}"),
         has_own_link=own_link is not None,
-        title=_clean_text(entry.title) or excerpt(summary_text, 80) or UNTITLED,
-        source_name=_clean_text(stored.source_name) or entry.source_id,
-        summary_html=_NOT_XML_CHAR.sub("", entry.summary_html).strip(),
+        title=_clean_text(lead.title) or excerpt(summary_text, 80) or UNTITLED,
+        source_name=source_name,
+        also=also,
+        # Cleaned again here so that every output path is sanitized, whatever the store holds.
+        content_html=clean_html(summary_html + _reported_by_html(source_name, own_link, also)),
         summary_text=summary_text,
         published=published,
-        updated=updated,
-        tags=tuple(dict.fromkeys(t for t in map(_clean_text, entry.tags) if t)),
+        updated=max(changes),
+        tags=tuple(dict.fromkeys(t for t in map(_clean_text, story.tags) if t)),
     )
+
+
+def _reported_by_html(source_name: str, url: str | None, also: Sequence[Mention]) -> str:
+    """ "Reported by X. Also reported by: Y, Z." as escaped HTML."""
+
+    def mention(name: str, link: str | None) -> str:
+        text = html.escape(name)
+        return f'<a href="{html.escape(link)}">{text}</a>' if link else text
+
+    parts = [f"<p>Reported by {mention(source_name, url)}."]
+    if also:
+        others = ", ".join(mention(m.source_name, m.url) for m in also)
+        parts.append(f" Also reported by: {others}.")
+    return "".join(parts) + "</p>"
 
 
 def entry_urn(entry_id: str) -> str:
-    """The entry's feed id: derived from Entry.id only, so it never changes and never repeats."""
+    """The feed id for an entry id: derived from Entry.id only, so it never changes."""
     return ENTRY_URN_PREFIX + quote(entry_id, safe=":-._~")
 
 
 def entry_anchor(entry_id: str) -> str:
     """A short HTML id for the entry, safe whatever characters Entry.id holds."""
     return "e-" + hashlib.sha256(entry_id.encode("utf-8")).hexdigest()[:16]
+
+
+def tag_slug(tag: str) -> str:
+    """The file name stem for a tag: the tag itself when it is a safe name, else a hash."""
+    if _SAFE_SLUG.match(tag):
+        return tag
+    return "t-" + hashlib.sha256(tag.encode("utf-8")).hexdigest()[:12]
+
+
+def iso_week(day: date) -> str:
+    """ "2024-W21": the ISO year and week, the archive's page name."""
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def week_start(week: str) -> date:
+    match = _WEEK_KEY.match(week)
+    if not match:
+        raise ValueError(f"not an ISO week: {week!r}")
+    return date.fromisocalendar(int(match[1]), int(match[2]), 1)
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -223,6 +444,14 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return cut.rstrip(" ,;:.-–—、，。") + "…"
 
 
+def _source_name(stored: StoredEntry) -> str:
+    return _clean_text(stored.source_name) or stored.entry.source_id
+
+
+def _entry_link(stored: StoredEntry) -> str | None:
+    return _web_url(stored.entry.link) or _web_url(stored.entry.canonical_url)
+
+
 def _clean_text(text: str | None) -> str:
     return _SPACES.sub(" ", _NOT_XML_CHAR.sub("", text or "")).strip()
 
@@ -232,8 +461,12 @@ def _web_url(url: str | None) -> str | None:
     if not url:
         return None
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() in ("http", "https") and parts.netloc and url.isprintable():
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    web = parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+    if web and url.isprintable() and not any(c in url for c in ' "<>`\\{}|^'):
         return url
     return None
 
@@ -249,19 +482,34 @@ def rfc3339(moment: datetime) -> str:
     return _utc(moment).isoformat().replace("+00:00", "Z")
 
 
-# --- Atom and RSS ---------------------------------------------------------------------------
+# --- Atom, RSS and JSON Feed ----------------------------------------------------------------
+
+
+def render_feeds(stem: str, meta: FeedMeta, items: Sequence[FeedItem]) -> dict[str, bytes]:
+    return {
+        f"{stem}.atom": render_atom(meta, items),
+        f"{stem}.rss": render_rss(meta, items),
+        f"{stem}.json": render_json_feed(meta, items),
+    }
 
 
 def render_atom(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
     generator = _feed_generator(
         meta, items, self_url=meta.atom_url, self_type="application/atom+xml"
     )
-    return bytes(generator.atom_str(pretty=True))
+    return _with_stylesheet(bytes(generator.atom_str(pretty=True)), meta.xsl_href)
 
 
 def render_rss(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
     generator = _feed_generator(meta, items, self_url=meta.rss_url, self_type="application/rss+xml")
-    return bytes(generator.rss_str(pretty=True))
+    return _with_stylesheet(bytes(generator.rss_str(pretty=True)), meta.xsl_href)
+
+
+def _with_stylesheet(xml: bytes, href: str) -> bytes:
+    """Insert an <?xml-stylesheet?> after the XML declaration; feedgen cannot write one."""
+    declaration_end = xml.index(b"?>") + 2 if xml.startswith(b"<?xml") else 0
+    instruction = f'\n<?xml-stylesheet type="text/xsl" href="{html.escape(href)}"?>'.encode()
+    return xml[:declaration_end] + instruction + xml[declaration_end:]
 
 
 def _feed_generator(
@@ -292,14 +540,10 @@ def _feed_generator(
         fe.updated(item.updated)
         fe.author(name=item.source_name)
         fe.dc.dc_creator(item.source_name)
-        if item.summary_html:
-            fe.content(item.summary_html, type="html")
+        fe.content(item.content_html, type="html")
         for tag in item.tags:
             fe.category(term=tag)
     return fg
-
-
-# --- JSON Feed ------------------------------------------------------------------------------
 
 
 def render_json_feed(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
@@ -312,127 +556,314 @@ def render_json_feed(meta: FeedMeta, items: Sequence[FeedItem]) -> bytes:
     if meta.description:
         feed["description"] = meta.description
     feed["items"] = [_json_item(item) for item in items]
-    return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    # No indent: the indenting encoder is pure Python and several times slower than the C one.
+    return (json.dumps(feed, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _json_item(item: FeedItem) -> dict[str, Any]:
     data: dict[str, Any] = {"id": item.id, "url": item.url, "title": item.title}
-    if item.summary_html:
-        data["content_html"] = item.summary_html
-    data["content_text"] = item.summary_text  # always present: an item needs one of the two
+    data["content_html"] = item.content_html
+    data["content_text"] = item.summary_text
     data["date_published"] = rfc3339(item.published)
     if item.updated != item.published:
         data["date_modified"] = rfc3339(item.updated)
-    data["authors"] = [{"name": item.source_name}]
+    data["authors"] = [{"name": item.source_name}] + [{"name": m.source_name} for m in item.also]
     if item.tags:
         data["tags"] = list(item.tags)
     return data
 
 
-# --- the HTML page --------------------------------------------------------------------------
+# --- the HTML pages -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class PageEntry:
+class PageLink:
+    label: str
+    href: str
+
+
+@dataclass(frozen=True, slots=True)
+class PageStory:
     anchor: str
     url: str
     has_own_link: bool
     title: str
     lang: str | None  # "zh" when the title is Chinese, so browsers pick CJK fonts
     source_name: str
+    also: tuple[PageLink, ...]  # other outlets; href "" when an outlet gave no link
     time_iso: str
     time_label: str
     excerpt: str
-    tags: tuple[str, ...]
+    tags: tuple[PageLink, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class PageDay:
-    date_iso: str
-    label: str
-    entries: tuple[PageEntry, ...]
+class PageWeek:
+    key: str  # "2024-W21"
+    label: str  # "Week 21, 2024: 20–26 May"
+    href: str  # the archive page, relative to the page showing it
+    stories: tuple[PageStory, ...]
 
 
-def page_days(
-    items: Sequence[FeedItem], zone: tzinfo, *, hidden_tags: Collection[str] = ()
-) -> tuple[PageDay, ...]:
-    """The items grouped by their publication day in `zone`, in the order given.
+@dataclass(frozen=True, slots=True)
+class ChartBar:
+    week: str
+    label: str  # "20 May"
+    count: int
+    x: int
+    y: int
+    height: int
 
-    `hidden_tags` are left off the labels: the topic tag is on every entry and says nothing.
-    """
-    groups: dict[str, list[PageEntry]] = {}
-    labels: dict[str, str] = {}
-    for item in items:
-        local = item.published.astimezone(zone)
-        day = local.date().isoformat()
-        labels.setdefault(day, _day_label(local))
-        groups.setdefault(day, []).append(
-            PageEntry(
-                anchor=item.anchor,
-                # the page's own anchor stays relative, so it works wherever the page is opened
-                url=item.url if item.has_own_link else f"#{item.anchor}",
-                has_own_link=item.has_own_link,
-                title=item.title,
-                lang="zh" if _HAN.search(item.title) else None,
-                source_name=item.source_name,
-                time_iso=rfc3339(item.published),
-                time_label=local.strftime("%H:%M"),
-                excerpt=excerpt(item.summary_text),
-                tags=tuple(tag for tag in item.tags if tag not in hidden_tags),
-            )
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    name: str
+    source_id: str
+    url: str | None
+    ok: bool
+    status: str
+    last_success: str
+    last_error: str
+    last_error_at: str
+    failures: int
+    recent: int
+
+
+class Pages:
+    """Renders the site's HTML from the Jinja2 templates; one instance per publish."""
+
+    def __init__(self, settings: Settings, zone: ZoneInfo, templates_dir: Path, now: datetime):
+        self.settings = settings
+        self.zone = zone
+        self.now = now
+        self.templates_dir = templates_dir
+        self.tag_slugs: dict[str, str] = {}
+        self.title = _clean_text(settings.publish.title) or "aggregator"
+        self.environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(templates_dir),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
         )
-    return tuple(PageDay(day, labels[day], tuple(entries)) for day, entries in groups.items())
+
+    def raw(self, name: str) -> bytes:
+        try:
+            return (self.templates_dir / name).read_bytes()
+        except OSError:
+            raise AggregatorError(f"template {name} not found in {self.templates_dir}") from None
+
+    def _render(self, template_name: str, depth: int, **context: Any) -> bytes:
+        try:
+            template = self.environment.get_template(template_name)
+        except jinja2.TemplateNotFound:
+            raise AggregatorError(
+                f"template {template_name} not found in {self.templates_dir}"
+            ) from None
+        root = "../" * depth
+        feeds = context.pop("feeds", None) or self._feeds(root, TOPIC_FEED, self.title)
+        html_text = template.render(
+            site_title=self.title,
+            description=_clean_text(self.settings.publish.description),
+            root=root,
+            feeds=feeds,
+            timezone=self.zone.key,
+            project_url=PROJECT_URL,
+            **context,
+        )
+        return html_text.encode("utf-8")
+
+    def _feeds(self, root: str, stem: str, title: str) -> list[dict[str, str]]:
+        return [
+            {"type": "application/atom+xml", "title": f"{title} (Atom)", "href": f"{root}{stem}.atom", "label": "Atom"},
+            {"type": "application/rss+xml", "title": f"{title} (RSS)", "href": f"{root}{stem}.rss", "label": "RSS"},
+            {"type": "application/feed+json", "title": f"{title} (JSON Feed)", "href": f"{root}{stem}.json", "label": "JSON Feed"},
+        ]  # fmt: skip
+
+    def _updated(self, meta: FeedMeta) -> dict[str, str]:
+        local = meta.updated.astimezone(self.zone)
+        return {
+            "updated_iso": rfc3339(meta.updated),
+            "updated_label": f"{_day_label(local)}, {local:%H:%M}",
+        }
+
+    def index(
+        self,
+        meta: FeedMeta,
+        items: Sequence[FeedItem],
+        counts: Mapping[str, int],
+        hidden: str | None,
+    ) -> bytes:
+        return self._render(
+            "index.html",
+            0,
+            page_title=self.title,
+            count=len(items),
+            weeks=self._weeks(items, "", hidden),
+            chart=chart_bars(counts),
+            **self._updated(meta),
+        )
+
+    def tag_page(
+        self, name: str, label: str, slug: str, meta: FeedMeta, items: Sequence[FeedItem]
+    ) -> bytes:
+        return self._render(
+            "tag.html",
+            1,
+            page_title=f"{label} · {self.title}",
+            tag_name=name,
+            tag_label=label,
+            count=len(items),
+            weeks=self._weeks(items, "../", name),
+            feeds=self._feeds("../", f"{TAGS_DIR}/{slug}", meta.title)
+            + self._feeds("../", TOPIC_FEED, self.title),
+            **self._updated(meta),
+        )
+
+    def week(
+        self, week: str, meta: FeedMeta, items: Sequence[FeedItem], hidden: str | None
+    ) -> bytes:
+        start = week_start(week)
+        weeks = self._weeks(items, "../", hidden)
+        return self._render(
+            "week.html",
+            1,
+            page_title=f"{_week_label(week)} · {self.title}",
+            week_label=_week_label(week),
+            start_iso=start.isoformat(),
+            previous=f"{iso_week(start - timedelta(days=7))}.html",
+            next=f"{iso_week(start + timedelta(days=7))}.html",
+            count=len(items),
+            stories=weeks[0].stories if weeks else (),
+        )
+
+    def archive(self, meta: FeedMeta, counts: Mapping[str, int]) -> bytes:
+        weeks = [
+            {"key": w, "label": _week_label(w), "href": f"{w}.html", "count": counts[w]}
+            for w in sorted(counts, reverse=True)
+            if _WEEK_KEY.match(w)
+        ]
+        return self._render("archive.html", 1, page_title=f"Archive · {self.title}", weeks=weeks)
+
+    def sources(self, meta: FeedMeta, sources: Sequence[SourceHealth]) -> bytes:
+        rows = [self._source_row(s) for s in sources]
+        return self._render(
+            "sources.html",
+            0,
+            page_title=f"Sources · {self.title}",
+            rows=rows,
+            failing=sum(1 for r in rows if not r.ok),
+            recent_days=RECENT_DAYS,
+        )
+
+    def _source_row(self, health: SourceHealth) -> SourceRow:
+        failing = health.consecutive_failures > 0
+        if failing:
+            status = f"failing ({health.consecutive_failures} in a row)"
+        elif health.last_success_at:
+            status = "ok"
+        else:
+            status = "not polled yet"
+        return SourceRow(
+            name=_clean_text(health.name) or health.source_id,
+            source_id=health.source_id,
+            url=_web_url(health.url),
+            ok=not failing,
+            status=status,
+            last_success=self._moment(health.last_success_at),
+            last_error=_clean_text(health.last_error) if failing else "",
+            last_error_at=self._moment(health.last_error_at) if failing else "",
+            failures=health.consecutive_failures,
+            recent=health.recent_items,
+        )
+
+    def _moment(self, moment: datetime | None) -> str:
+        if moment is None:
+            return "never"
+        local = _utc(moment).astimezone(self.zone)
+        return f"{local:%Y-%m-%d %H:%M}"
+
+    def _weeks(
+        self, items: Sequence[FeedItem], root: str, hidden: str | None
+    ) -> tuple[PageWeek, ...]:
+        """The items grouped by ISO week in the configured zone, in the order given.
+
+        `hidden` is left off the tag labels: the page's own tag is on every story.
+        """
+        groups: dict[str, list[PageStory]] = {}
+        for item in items:
+            local = item.published.astimezone(self.zone)
+            groups.setdefault(item.week, []).append(
+                PageStory(
+                    anchor=item.anchor,
+                    url=item.url if item.has_own_link else f"{root}{ARCHIVE_DIR}/{item.week}.html#{item.anchor}",
+                    has_own_link=item.has_own_link,
+                    title=item.title,
+                    lang="zh" if _HAN.search(item.title) else None,
+                    source_name=item.source_name,
+                    also=tuple(PageLink(m.source_name, m.url or "") for m in item.also),
+                    time_iso=rfc3339(item.published),
+                    time_label=f"{_day_label(local)}, {local:%H:%M}",
+                    excerpt=excerpt(item.summary_text),
+                    tags=tuple(
+                        PageLink(tag, f"{root}{TAGS_DIR}/{self.tag_slugs[tag]}.html")
+                        for tag in item.tags
+                        if tag != hidden and tag in self.tag_slugs
+                    ),
+                )
+            )  # fmt: skip
+        return tuple(
+            PageWeek(week, _week_label(week), f"{root}{ARCHIVE_DIR}/{week}.html", tuple(stories))
+            for week, stories in groups.items()
+        )
 
 
-def _day_label(local: datetime) -> str:
+def chart_bars(counts: Mapping[str, int], weeks: int = CHART_WEEKS) -> tuple[ChartBar, ...]:
+    """Bars for the last `weeks` ISO weeks up to the newest week with stories, zeros included."""
+    known = [w for w in counts if _WEEK_KEY.match(w)]
+    if not known:
+        return ()
+    newest = week_start(max(known))
+    top = max(max(counts[w] for w in known), 1)
+    bars = []
+    for n in range(weeks):
+        start = newest - timedelta(days=7 * (weeks - 1 - n))
+        key = iso_week(start)
+        count = counts.get(key, 0)
+        height = round(80 * count / top)
+        bars.append(
+            ChartBar(key, f"{start.day} {_MONTHS[start.month - 1][:3]}", count, n * 30, 90 - height, height)
+        )  # fmt: skip
+    return tuple(bars)
+
+
+def _day_label(local: datetime | date) -> str:
     # Our own names, not strftime's: the page must not change with the process locale.
     return f"{_WEEKDAYS[local.weekday()]}, {local.day} {_MONTHS[local.month - 1]} {local.year}"
 
 
-def render_index(
-    meta: FeedMeta,
-    items: Sequence[FeedItem],
-    *,
-    zone: ZoneInfo,
-    templates_dir: Path,
-    hidden_tags: Collection[str] = (),
-) -> bytes:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+def _week_label(week: str) -> str:
+    start = week_start(week)
+    end = start + timedelta(days=6)
+    first = (
+        f"{start.day} {_MONTHS[start.month - 1]}" if start.month != end.month else f"{start.day}"
     )
-    try:
-        template = environment.get_template(PAGE_TEMPLATE)
-    except jinja2.TemplateNotFound:
-        raise AggregatorError(f"template {PAGE_TEMPLATE} not found in {templates_dir}") from None
-    updated_local = meta.updated.astimezone(zone)
-    html = template.render(
-        title=meta.title,
-        description=meta.description,
-        updated_iso=rfc3339(meta.updated),
-        updated_label=f"{_day_label(updated_local)}, {updated_local:%H:%M}",
-        timezone=zone.key,
-        days=page_days(items, zone, hidden_tags=hidden_tags),
-        count=len(items),
-        atom_href=ATOM_FILE,
-        rss_href=RSS_FILE,
-        json_href=JSON_FILE,
-        project_url=PROJECT_URL,
+    if start.year != end.year:
+        first += f" {start.year}"
+    return (
+        f"Week {int(week[-2:])}, {week[:4]}: {first}–{end.day} {_MONTHS[end.month - 1]} {end.year}"
     )
-    return html.encode("utf-8")
 
 
 # --- atomic writes --------------------------------------------------------------------------
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
+def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) -> bool:
     """Replace `path` with `data` atomically unless it already holds exactly those bytes.
 
     Readers see the old file or the new one, never a part; returns whether it wrote.
+    `sync_directory=False` leaves making the rename durable to the caller (one fsync per folder).
     """
     try:
         if path.read_bytes() == data:
@@ -446,11 +877,13 @@ def write_if_changed(path: Path, data: bytes) -> bool:
             temp.flush()
             os.fchmod(temp.fileno(), 0o644)  # mkstemp makes 0600; a web server must read it
             os.fsync(temp.fileno())
+        checkpoint("publish")  # crash tests: a kill here must leave the old file whole
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    if sync_directory:
+        _fsync_directory(path.parent)
     return True
 
 

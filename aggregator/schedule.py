@@ -51,7 +51,12 @@ def due_sources(
     only: Sequence[str] = (),
     force: bool = False,
 ) -> list[SourceSettings]:
-    """Sources to poll now: the named ones (`only`), every enabled one (`force`), or the due ones."""
+    """Sources to poll now: the named ones (`only`), every enabled one (`force`), or the due ones.
+
+    A source disabled by the server (410 Gone) is never polled, not even by name, until its URL
+    changes in the config or `aggregator sources enable ID`.
+    """
+    sources = [s for s in sources if not _gone(states.get(s.id))]
     if only:
         wanted = set(only)
         return [s for s in sources if s.id in wanted]
@@ -64,6 +69,10 @@ def due_sources(
         if state is None or state.next_poll_at is None or state.next_poll_at <= now:
             due.append(source)
     return due
+
+
+def _gone(state: SourceState | None) -> bool:
+    return state is not None and state.disabled_reason is not None
 
 
 def _jittered(seconds: float, rng: random.Random | None) -> float:

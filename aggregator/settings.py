@@ -32,15 +32,26 @@ class SourceSettings:
     select: SelectSettings | None = None
 
 
+TAG_FIELDS = ("title", "summary", "categories", "source")
+"""The entry fields tag rules search, in the order explanations name them."""
+
+
 @dataclass(frozen=True, slots=True)
 class TagRule:
-    """`[tags.NAME]`: every group of `all` must match a term, and no term of `none` may."""
+    """`[tags.NAME]`: every group of `all` must match a term, at least one `any` term (if given)
+    must, no `none` term may, and the weighted score must reach `min_score` (if given).
+
+    Terms are kept as written ("title:香港", "regex:..."); process/tag.py reads their syntax.
+    """
 
     name: str
     title: str
     all: tuple[tuple[str, ...], ...] = ()
     any: tuple[str, ...] = ()
     none: tuple[str, ...] = ()
+    fields: tuple[str, ...] = TAG_FIELDS  # where terms without a field prefix are looked for
+    weights: tuple[tuple[str, float], ...] = ()  # (field, points per term found); default 1
+    min_score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +77,9 @@ class DigestSettings:
     sender: str = "aggregator <aggregator@localhost>"
     subject: str = "{title}: {count} stories, week {week}"
     send_empty: bool = False
+    grace: int = 2 * 86400  # seconds: a digest missed while the worker was down is sent this late
     subscribers: tuple[Subscriber, ...] = ()
+    secret_env: str = "AGGREGATOR_DIGEST_SECRET"  # names the env var holding the unsubscribe key
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +90,7 @@ class SmtpSettings:
     username_env: str | None = None
     password_env: str | None = None
     timeout: float = 30.0
+    ca_file: str | None = None  # extra CA bundle to trust (a private relay's certificate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +101,15 @@ class FetchSettings:
     concurrency: int = 20
     per_host: int = 2
     user_agent: str | None = None  # default names aggregator, its version and URL
+    host_spacing: float = 1.0  # least seconds between request starts to one remote host
+
+
+@dataclass(frozen=True, slots=True)
+class StorySettings:
+    """`[stories]`: how near-duplicates from different sources are grouped into one story."""
+
+    window: int = 7 * 86400  # seconds: only items published this close are compared
+    threshold: float = 0.3  # Jaccard similarity of shingles an item needs to join a story
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +117,15 @@ class Settings:
     path: Path  # the config file this came from
     data_dir: Path
     timezone: str = "Asia/Hong_Kong"
+    keep: int = 365 * 86400  # seconds: older entries are pruned
+    tick: int = 60  # seconds between the worker's looks for due sources
     sources: tuple[SourceSettings, ...] = ()
     tags: tuple[TagRule, ...] = ()
     publish: PublishSettings = field(default_factory=PublishSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
+    stories: StorySettings = field(default_factory=StorySettings)
 
     def source(self, source_id: str) -> SourceSettings | None:
         return next((s for s in self.sources if s.id == source_id), None)

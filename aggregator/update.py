@@ -1,9 +1,10 @@
 """The update pipeline; each source succeeds or fails on its own.
 
-    due_sources | fetch | parse | normalize | tag | plan_writes | store.apply_poll
+    due_sources | fetch | parse | normalize | tag | plan_writes | group_stories | store.apply_poll
 
 Fetches run concurrently (bounded overall and per host, see fetch.py); each result is then
-parsed, cleaned, tagged and stored before the next, in one transaction per source.
+parsed, cleaned, tagged and stored on one worker thread, one transaction per source, while the
+event loop goes on fetching.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aggregator.clock import Clock
 from aggregator.errors import AggregatorError, FetchError
@@ -30,11 +32,19 @@ from aggregator.models import (
 )
 from aggregator.parse.feeds import parse_feed
 from aggregator.parse.pages import parse_page
+from aggregator.process.dedupe import (
+    Fingerprint,
+    StoryItem,
+    choose_story,
+    counterpart_urls,
+    fingerprint,
+)
 from aggregator.process.normalize import normalize_entry
 from aggregator.process.tag import Tagger, compile_rules
 from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
-from aggregator.settings import Settings, SourceSettings
+from aggregator.settings import Settings, SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
+from aggregator.store.stories import StoryKeys
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +91,8 @@ async def _poll(
     on_outcome: OutcomeCallback | None,
 ) -> list[SourceOutcome]:
     outcomes = []
-    async with Fetcher(settings.fetch, user_agent=settings.fetch.user_agent) as fetcher:
+    agent = settings.fetch.user_agent
+    async with Fetcher(settings.fetch, user_agent=agent, clock=clock) as fetcher:
 
         async def fetch(
             source: SourceSettings,
@@ -94,13 +105,18 @@ async def _poll(
             except FetchError as error:
                 return source, started, error
 
-        for next_done in asyncio.as_completed([fetch(s) for s in sources]):
-            source, started, result = await next_done
-            outcome = _process(settings, store, clock, tagger, source, states[source.id], result)
-            outcome = dataclasses.replace(outcome, duration=time.perf_counter() - started)
-            outcomes.append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
+        # Parsing and storing run on one worker thread (so SQLite stays on one thread) while
+        # the event loop keeps fetching the other sources.
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-process") as worker:
+            for next_done in asyncio.as_completed([fetch(s) for s in sources]):
+                source, started, result = await next_done
+                args = (settings, store, clock, tagger, source, states[source.id], result)
+                outcome = await loop.run_in_executor(worker, _process, *args)
+                outcome = dataclasses.replace(outcome, duration=time.perf_counter() - started)
+                outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
     order = {s.id: i for i, s in enumerate(sources)}
     return sorted(outcomes, key=lambda o: order[o.source_id])
 
@@ -121,6 +137,7 @@ def _process(
             raise result
         if result.not_modified:
             store.apply_poll(_poll_write(source, result, now))
+            store.record_redirect(source.id, result.permanent_redirect)
             return SourceOutcome(source.id, "not-modified")
         feed = _parse(settings, source, result)
         entries = [
@@ -132,7 +149,9 @@ def _process(
             for p in feed.entries
         ]
         plan = plan_writes(entries, store.content_hashes([e.id for e in entries]))
-        store.apply_poll(_poll_write(source, result, now, plan))
+        plan, story_writes = group_stories(store, plan, settings.stories)
+        store.apply_poll(_poll_write(source, result, now, plan, story_writes))
+        store.record_redirect(source.id, result.permanent_redirect)
         return SourceOutcome(
             source.id,
             "ok",
@@ -185,8 +204,75 @@ def plan_writes(entries: Sequence[Entry], stored_hashes: dict[str, str]) -> Writ
     return WritePlan(tuple(inserts), tuple(updates), unchanged)
 
 
+def group_stories(
+    store: Store, plan: WritePlan, settings: StorySettings
+) -> tuple[WritePlan, StoryWrites]:
+    """New entries join the story of a stored near-duplicate (or start their own); changed
+    ones keep their story. Returns the plan with story ids set, and what else to store."""
+    keys: list[StoryKeys] = []
+    merges: list[tuple[str, str]] = []
+    inserts = []
+    for entry in plan.inserts:
+        story_id, entry_keys, entry_merges = assign_story(store, story_item(entry), settings)
+        inserts.append(dataclasses.replace(entry, story_id=story_id))
+        keys.append(entry_keys)
+        merges += [(absorbed, story_id) for absorbed in entry_merges]
+    stored = store.story_ids_of([e.id for e in plan.updates])
+    updates = []
+    for entry in plan.updates:
+        updates.append(dataclasses.replace(entry, story_id=stored.get(entry.id, entry.id)))
+        keys.append(story_keys(entry.id, entry.published, story_fingerprint(entry)))
+    grouped = dataclasses.replace(plan, inserts=tuple(inserts), updates=tuple(updates))
+    return grouped, StoryWrites(tuple(keys), tuple(merges))
+
+
+@dataclass(frozen=True, slots=True)
+class StoryWrites:
+    """Band keys and signatures to store, and stories to fold into others."""
+
+    keys: tuple[StoryKeys, ...] = ()
+    merges: tuple[tuple[str, str], ...] = ()  # (story, into story)
+
+
+def assign_story(
+    store: Store, item: StoryItem, settings: StorySettings
+) -> tuple[str, StoryKeys, tuple[str, ...]]:
+    """The story an entry belongs to, its keys, and the stories it links to that one: one
+    candidate query, then the pure decision."""
+    fp = fingerprint(item.title, item.lead, item.canonical_url)
+    urls = [item.canonical_url or "", *counterpart_urls(item.canonical_url, chinese=fp.chinese)]
+    window = timedelta(seconds=settings.window)
+    candidates = store.story_candidates(item.entry_id, fp.band_keys, urls, item.published, window)
+    match = choose_story(
+        item, candidates, threshold=settings.threshold, window=window, new_fingerprint=fp
+    )
+    keys = story_keys(item.entry_id, item.published, fp)
+    if match is None:
+        return item.entry_id, keys, ()
+    return match.story_id, keys, match.merges
+
+
+def story_item(entry: Entry) -> StoryItem:
+    return StoryItem(
+        entry.id, entry.source_id, entry.title, entry.summary_text, entry.published,
+        entry.canonical_url,
+    )  # fmt: skip
+
+
+def story_fingerprint(entry: Entry) -> Fingerprint:
+    return fingerprint(entry.title, entry.summary_text, entry.canonical_url)
+
+
+def story_keys(entry_id: str, published: datetime, fp: Fingerprint) -> StoryKeys:
+    return StoryKeys(entry_id, published, fp.band_keys, fp.signature)
+
+
 def _poll_write(
-    source: SourceSettings, result: FetchResult, now: datetime, plan: WritePlan | None = None
+    source: SourceSettings,
+    result: FetchResult,
+    now: datetime,
+    plan: WritePlan | None = None,
+    stories: StoryWrites | None = None,
 ) -> PollWrite:
     return PollWrite(
         source_id=source.id,
@@ -197,6 +283,8 @@ def _poll_write(
         next_poll_at=next_poll_after_success(now, source.every, max_age=result.max_age),
         inserts=plan.inserts if plan else (),
         updates=plan.updates if plan else (),
+        story_keys=stories.keys if stories else (),
+        story_merges=stories.merges if stories else (),
     )
 
 
@@ -209,4 +297,6 @@ def _failed(
     failures = state.consecutive_failures + 1
     next_poll = next_poll_after_failure(now, source.every, failures, retry_after=retry_after)
     store.record_failure(source.id, at=now, error=message, status=status, next_poll_at=next_poll)
+    if status == 410:  # Gone: the publisher says it will not come back
+        store.disable_source(source.id, at=now, reason=message)
     return SourceOutcome(source.id, "error", error=message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ipaddress
+import itertools
 import socket
 import threading
 import time
@@ -530,3 +531,71 @@ def test_local_directory_and_oversized_file(tmp_path: Path) -> None:
     big = tmp_path / "big.xml"
     big.write_bytes(b"x" * (MiB + 1))
     assert "larger than 1 MiB" in str(fetch_error(str(big)))
+
+
+# --- spacing between requests to one host ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("www.info.gov.hk", 1.5),
+        ("93.184.216.34", 1.5),
+        ("127.0.0.1", 0.0),
+        ("127.3.4.5", 0.0),
+        ("[::1]", 0.0),
+        ("localhost", 0.0),
+        ("feeds.localhost", 0.0),
+        ("10.0.0.1", 1.5),  # another machine on the LAN is someone's server too
+    ],
+)
+def test_spacing_for(host: str, expected: float) -> None:
+    from aggregator.fetch import spacing_for
+
+    assert spacing_for(host, 1.5) == expected
+
+
+def test_host_pacer_spaces_request_starts_per_host() -> None:
+    from aggregator.fetch import HostPacer
+
+    async def go() -> dict[str, list[float]]:
+        pacer = HostPacer()
+        loop = asyncio.get_running_loop()
+        starts: dict[str, list[float]] = {"a": [], "b": [], "free": []}
+
+        async def request(host: str, spacing: float) -> None:
+            await pacer.wait(host, spacing)
+            starts[host].append(loop.time())
+
+        await asyncio.gather(
+            *(request("a", 0.3) for _ in range(3)),
+            *(request("b", 0.3) for _ in range(2)),
+            *(request("free", 0.0) for _ in range(3)),
+        )
+        return starts
+
+    starts = run(go())
+    for host in ("a", "b"):
+        times = sorted(starts[host])
+        assert all(later - earlier >= 0.299 for earlier, later in itertools.pairwise(times))
+    # Another host does not wait for "a", and no spacing means no waiting.
+    second_of_a = sorted(starts["a"])[1]
+    assert min(starts["b"]) < second_of_a
+    assert max(starts["free"]) < second_of_a
+
+
+def test_host_spacing_is_read_from_the_config(tmp_path: Path) -> None:
+    from aggregator import config
+    from aggregator.errors import ConfigError
+
+    path = tmp_path / "feeds.toml"
+    path.write_text("[fetch]\nhost_spacing = 0.5\n")
+    assert config.load(path).fetch.host_spacing == 0.5
+    path.write_text("[fetch]\nhost_spacing = 0\n")
+    assert config.load(path).fetch.host_spacing == 0.0
+    path.write_text("[fetch]\nconcurrency = 5\n\nhost_spacing = -1\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value) == f"{path}:4: fetch.host_spacing: must be zero or more"
+    path.write_text("")
+    assert config.load(path).fetch.host_spacing == 1.0

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from aggregator import config
+from aggregator.errors import ConfigError
 from aggregator.models import Entry
 from aggregator.process.tag import (
     GroupExplanation,
     RuleExplanation,
     TermMatch,
     compile_rules,
+    parse_term,
     term_pattern,
 )
 from aggregator.process.text import fold, has_cjk
@@ -236,6 +240,7 @@ def test_explain_matched_rule_names_terms_and_fields() -> None:
         any=None,
         none=None,
         reasons=(),
+        score=5.0,
     )
 
 
@@ -292,7 +297,9 @@ def test_tagger_is_reusable_and_keeps_rules() -> None:
         ("C++", "learn c++ now", True),
         ("科技", "創新科技局", True),
         ("香港 科技", "香港科技大學", True),
-        ("內地", "内地", False),  # Traditional vs Simplified: not yet (OpenCC later)
+        ("內地", "内地", True),  # Traditional and Simplified fold alike (OpenCC)
+        ("大湾区", "大灣區", True),
+        ("衞生署", "卫生署", True),  # a Hong Kong variant character
         ("Straße", "STRASSE", True),  # casefold
         ("", "anything", False),
     ],
@@ -310,3 +317,232 @@ def test_fold_and_has_cjk() -> None:
     assert has_cjk("AI晶片")
     assert has_cjk("ソニー")
     assert not has_cjk("Hong Kong–Shenzhen")
+
+
+# --- rules v2: scripts, per-field terms, regex terms, weights -----------------------------------
+
+GBA_TC = TagRule(name="gba", title="GBA", any=("大灣區", "河套"))
+GBA_SC = TagRule(name="gba", title="GBA", any=("大湾区", "河套"))
+
+
+@pytest.mark.parametrize(
+    "rule", [GBA_TC, GBA_SC], ids=["rule in Traditional", "rule in Simplified"]
+)
+@pytest.mark.parametrize(
+    "text",
+    ["粵港澳大灣區創科合作", "粤港澳大湾区科创合作", "深港河套合作區"],
+    ids=["tc", "sc", "both"],
+)
+def test_chinese_rules_match_both_scripts(rule: TagRule, text: str) -> None:
+    assert compile_rules([rule]).tags_for(entry(text)) == ("gba",)
+
+
+def test_full_width_and_case_fold_in_chinese_context() -> None:
+    rule = TagRule(name="ai", title="AI", any=("AI", "人工智能"))
+    assert compile_rules([rule]).tags_for(entry("港深ＡＩ實驗室")) == ("ai",)
+    assert compile_rules([rule]).tags_for(entry("人工智慧")) == ()  # Taiwan wording is another word
+
+
+def test_field_prefix_limits_a_term_to_that_field() -> None:
+    rule = TagRule(name="t", title="T", any=("title:Shenzhen",))
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("Shenzhen lab opens")) == ("t",)
+    assert tagger.tags_for(entry("Lab opens", "in Shenzhen")) == ()
+    assert tagger.tags_for(entry("Lab", categories=("Shenzhen",))) == ()
+
+
+def test_field_prefix_with_several_fields_and_in_none() -> None:
+    rule = TagRule(
+        name="t", title="T", any=("title,categories:深圳",), none=("title:上市", "summary:IPO")
+    )
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("x", categories=("深圳",))) == ("t",)
+    assert tagger.tags_for(entry("深圳科技公司上市")) == ()
+    assert tagger.tags_for(entry("深圳科技公司", "上市計劃")) == ("t",)  # 上市 only in the body
+    assert tagger.tags_for(entry("深圳", "An IPO soon")) == ()
+
+
+def test_rule_fields_set_where_unprefixed_terms_look() -> None:
+    rule = TagRule(name="hk", title="HK", any=("Hong Kong",), fields=("title", "summary"))
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("x"), source_name="Hong Kong Daily") == ()
+    assert tagger.tags_for(entry("Hong Kong news")) == ("hk",)
+    with_source = TagRule(name="hk", title="HK", any=("source:Hong Kong",), fields=("title",))
+    assert compile_rules([with_source]).tags_for(entry("x"), source_name="Hong Kong Daily") == (
+        "hk",
+    )
+
+
+def test_regex_terms() -> None:
+    rule = TagRule(
+        name="sign",
+        title="Signed",
+        any=(r"regex:\bsign(s|ed|ing)?\b", r"regex:簽[署訂]\S{0,4}(協議|安排)"),
+    )
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("HK and Shenzhen SIGNED a pact")) == ("sign",)
+    assert tagger.tags_for(entry("Signing ceremony")) == ("sign",)
+    assert tagger.tags_for(entry("New road signage")) == ()
+    # The pattern's Chinese is folded like the text: Traditional pattern, Simplified text.
+    assert tagger.tags_for(entry("两地签署合作安排")) == ("sign",)
+    assert tagger.tags_for(entry("兩地簽訂科研協議")) == ("sign",)
+    [explained] = tagger.explain(entry("They signed it"))
+    assert explained.any is not None
+    assert explained.any.matches == (TermMatch(r"regex:\bsign(s|ed|ing)?\b", "title", "signed"),)
+
+
+def test_regex_terms_with_clashing_group_names_still_work() -> None:
+    rule = TagRule(name="t", title="T", any=("regex:(?P<x>foo)", "regex:(?P<x>bar)"))
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("a bar")) == ("t",)
+    assert tagger.tags_for(entry("a baz")) == ()
+
+
+@pytest.mark.parametrize(
+    ("term", "message"),
+    [
+        ("regex:(unclosed", "is not a regular expression"),
+        ("regex:", "an empty regular expression"),
+        ("regex:x*", "matches empty text"),
+        ("title:", "nothing to look for"),
+        ("title:regex:[", "is not a regular expression"),
+    ],
+)
+def test_bad_terms_are_rejected(term: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_term(term)
+
+
+def test_term_prefixes_are_parsed() -> None:
+    assert parse_term("title:香港").fields == ("title",)
+    assert parse_term("summary, title:香港").fields == ("title", "summary")  # FIELDS order
+    assert parse_term("香港").fields == ("title", "summary", "categories", "source")
+    assert parse_term("Note: this").fields == ("title", "summary", "categories", "source")
+
+
+WEIGHTED = TagRule(
+    name="hk-tech",
+    title="HK tech",
+    all=(("Hong Kong", "香港"), ("technology", "科技")),
+    weights=(("title", 3.0), ("summary", 1.0)),
+    min_score=4,
+)
+
+
+@pytest.mark.parametrize(
+    ("item", "score", "tagged"),
+    [
+        (entry("Hong Kong technology fair"), 6.0, True),  # two title terms
+        (entry("Hong Kong fair", "A technology show."), 4.0, True),  # title 3 + body 1
+        (entry("Fair opens", "Hong Kong hosts a technology show."), 2.0, False),  # body only
+        (entry("Fair", "Hong Kong, 香港: technology, 科技."), 4.0, True),  # four body terms
+    ],
+)
+def test_weights_and_min_score(item: Entry, score: float, tagged: bool) -> None:
+    tagger = compile_rules([WEIGHTED])
+    assert (tagger.tags_for(item) == ("hk-tech",)) is tagged
+    [explained] = tagger.explain(item)
+    assert explained.score == score
+    assert explained.min_score == 4
+    assert explained.matched is tagged
+    if not tagged:
+        assert explained.reasons == (f"score {score:g} is below min_score 4",)
+
+
+def test_term_matches_carry_their_field_weight() -> None:
+    [explained] = compile_rules([WEIGHTED]).explain(entry("Hong Kong fair", "technology"))
+    assert explained.all[0].matches == (TermMatch("Hong Kong", "title", "hong kong", 3.0),)
+    assert explained.all[1].matches == (TermMatch("technology", "summary", "technology", 1.0),)
+
+
+# --- config: rules v2 are validated with the key path and the line --------------------------------
+
+CONFIG_HEAD = """[aggregator]
+data_dir = "var"
+
+"""
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (
+            '[tags.t]\nany = ["regex:(x"]\n',
+            ":5: tags.t.any: 'regex:(x' is not a regular expression",
+        ),
+        (
+            '[tags.t]\nall = [\n  ["a"],\n  ["title:"],\n]\n',
+            ":5: tags.t.all[1]: 'title:': nothing to look for after 'title:'",
+        ),
+        ('[tags.t]\nany = ["a"]\nfields = ["body"]\n', ":6: tags.t.fields: 'body' is not a field"),
+        (
+            '[tags.t]\nany = ["a"]\nmin_score = 0\n',
+            ":6: tags.t.min_score: must be greater than zero",
+        ),
+        ('[tags.t]\nany = ["a"]\nmin_score = "3"\n', ":6: tags.t.min_score: expected a number"),
+        (
+            '[tags.t]\nany = ["a"]\n[tags.t.weights]\nbody = 2\n',
+            ":7: tags.t.weights.body: unknown key 'body'",
+        ),
+        (
+            '[tags.t]\nany = ["a"]\n[tags.t.weights]\ntitle = -1\n',
+            ":7: tags.t.weights.title: must not be negative",
+        ),
+        ('[tags.t]\nany = ["a"]\nweight = 2\n', ":6: tags.t.weight: unknown key 'weight'"),
+    ],
+)
+def test_config_rejects_bad_rules(tmp_path: Path, rule: str, expected: str) -> None:
+    path = tmp_path / "feeds.toml"
+    path.write_text(CONFIG_HEAD + rule, encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert expected in str(error.value)
+
+
+def test_config_reads_rules_v2(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.toml"
+    path.write_text(
+        CONFIG_HEAD
+        + '[tags.t]\nall = [["香港"], ["title:regex:科[技研]"]]\nfields = ["title", "summary"]\n'
+        + "min_score = 4.5\n[tags.t.weights]\ntitle = 3\nsummary = 1\n",
+        encoding="utf-8",
+    )
+    [rule] = config.load(path).tags
+    assert rule.all == (("香港",), ("title:regex:科[技研]",))
+    assert rule.fields == ("title", "summary")
+    assert rule.weights == (("title", 3.0), ("summary", 1.0))
+    assert rule.min_score == 4.5
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("香港科研成果")) == ("t",)  # 3 + 3
+    assert tagger.tags_for(entry("成果", "香港科研")) == ()  # the regex is title-only
+
+
+def test_shipped_config_loads_and_compiles() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for name in ("config/feeds.toml", "examples/demo.toml"):
+        settings = config.load(root / name)
+        assert settings.tag("hk-mainland-science") is not None
+        compile_rules(settings.tags)
+
+
+SYMBOLS = TagRule(name="sym", title="Symbols", any=("I&T", "C++", "#HK", "co-operation", "R&D lab"))
+
+
+@pytest.mark.parametrize(
+    ("text", "tagged"),
+    [
+        ("Boost for I&T sector", True),
+        ("MI&TS report", False),
+        ("Learn C++ today", True),
+        ("tags #hk and more", True),
+        ("a#hk", False),  # a term may not touch a letter, even by its symbol
+        ("Hong Kong co-operation", True),
+        ("cooperation", False),
+        ("new R&D labs", False),  # whole words: "lab" is not "labs"
+        ("港深R&D lab啟用", True),  # Latin next to Chinese
+    ],
+)
+def test_terms_with_symbols_agree_with_explain(text: str, tagged: bool) -> None:
+    tagger = compile_rules([SYMBOLS])
+    assert (tagger.tags_for(entry(text)) == ("sym",)) is tagged
+    assert tagger.explain(entry(text))[0].matched is tagged

@@ -52,6 +52,12 @@ def parse_feed(content: bytes, *, url: str, content_type: str | None = None) -> 
     data = strip_doctype(decode_xml(content, content_type))
     if not data.strip():
         raise ParseError("not a feed: empty document")
+    from aggregator.parse import fast  # here, not on top: fast.py builds on this module
+
+    try:  # well-formed RSS/Atom/RDF: lxml, same result; anything it rejects: feedparser
+        return fast.parse_well_formed(data, url=url)
+    except fast.Rejected:
+        pass
     try:
         parsed = feedparser.parse(
             io.BytesIO(data),

@@ -1,4 +1,12 @@
-"""Tag entries by rules: `all` groups, `any` and `none` terms, matched on folded text.
+"""Tag entries by rules: `all` groups, `any` and `none` terms, per-field terms, regex terms and
+weighted scores, matched on folded text (case, full-width and Traditional/Simplified blind).
+
+Term syntax (see README "Tag rules"):
+
+    Hong Kong              a phrase; Latin script matches whole words, CJK anywhere
+    title:香港             only in the title; several fields: "title,summary:香港"
+    regex:\\bhku(st)?\\b     a regular expression over the folded text
+    title:regex:...        both
 
 Latin-script terms match whole words ("AI" is not in "said"; "Hong Kong" is in "Hong Kong's"
 and "Hong-Kong"); terms with any CJK character match as substrings, Chinese having no spaces.
@@ -7,62 +15,242 @@ and "Hong-Kong"); terms with any CJK character match as substrings, Chinese havi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aggregator.models import Entry
-from aggregator.process.text import CJK_RANGES, fold, has_cjk
-from aggregator.settings import TagRule
+from aggregator.process.text import CJK_RANGES, fold, has_cjk, to_simplified
+from aggregator.settings import TAG_FIELDS, TagRule
 
-FIELDS = ("title", "summary", "categories", "source")
+FIELDS = TAG_FIELDS
 """The entry fields rules look at, in the order explanations name them."""
+
+REGEX_PREFIX = "regex:"
+DEFAULT_WEIGHT = 1.0
 
 # A Latin term must not touch a letter or digit of a space-separated script; a CJK neighbour
 # is fine ("推動AI發展" holds "AI"). `[^\W...]` is "a word character, but not CJK".
 _BEFORE = rf"(?<![^\W{CJK_RANGES}])"
 _AFTER = rf"(?![^\W{CJK_RANGES}])"
+_BEFORE_FIRST = rf"(?<![^\W{CJK_RANGES}].)"  # after the first character: _BEFORE, shifted by one
 _BETWEEN_WORDS = r"[\s\-\u2010]+"  # "Hong Kong", "Hong  Kong", "Hong-Kong"
 _FIELD_SEPARATOR = "\x00"  # neither space nor word: no term can match across two fields
+_LATIN_WORD = re.compile(rf"[^\W{CJK_RANGES}]+")  # a run that a whole-word term must equal
+_FIELD_PREFIX = re.compile(rf"^((?:{'|'.join(FIELDS)})(?:\s*,\s*(?:{'|'.join(FIELDS)}))*):")
 
 
 def term_pattern(term: str) -> str:
-    """The regex (over folded text) for one rule term; "" for a blank term."""
+    """The regex (over folded text) for one plain rule term; "" for a blank term."""
+    body, latin = _term_body(term)
+    return _whole_words(body) if latin and body else body
+
+
+def _whole_words(body: str) -> str:
+    """`body` bounded by word boundaries, starting with its first character so that `re` can
+    scan for that character quickly instead of trying a lookbehind at every position."""
+    head = body[:2] if body.startswith("\\") else body[:1]
+    return head + _BEFORE_FIRST + body[len(head) :] + _AFTER
+
+
+def _term_body(term: str) -> tuple[str, bool]:
+    """A plain term's regex without word boundaries, and whether it needs them (Latin script)."""
     words = fold(term).split()
     if not words:
-        return ""
+        return "", False
     if has_cjk(term):
-        return r"\s*".join(map(re.escape, words))
-    return _BEFORE + _BETWEEN_WORDS.join(map(re.escape, words)) + _AFTER
+        return r"\s*".join(map(re.escape, words)), False
+    return _BETWEEN_WORDS.join(map(re.escape, words)), True
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One term as written, where it is looked for, and its compiled pattern.
+
+    `pattern` is None for a blank term, which never matches.
+    """
+
+    text: str
+    fields: tuple[str, ...]
+    pattern: re.Pattern[str] | None
+    body: str = ""  # the pattern without word boundaries, for joining with other terms
+    whole_words: bool = False  # Latin script: `body` needs word boundaries around it
+    is_regex: bool = False
+    word: str = ""  # a one-word plain term, folded: looked up as a word or a substring
+    first_word: str = ""  # a Latin term's first word: no match unless the text has that word
+
+
+def parse_term(text: str, default_fields: Sequence[str] = FIELDS) -> Term:
+    """Read one term's syntax: an optional `FIELD[,FIELD]:` prefix, an optional `regex:` prefix.
+
+    Raises ValueError (with a message fit for a config error) on a bad regex or an empty term
+    after a prefix.
+    """
+    body = text.strip()
+    fields = tuple(default_fields)
+    prefix = _FIELD_PREFIX.match(body)
+    if prefix:
+        named = [name.strip() for name in prefix.group(1).split(",")]
+        fields = tuple(name for name in FIELDS if name in named)
+        body = body[prefix.end() :].strip()
+        if not body:
+            raise ValueError(f"{text!r}: nothing to look for after {prefix.group(0)!r}")
+    if body.startswith(REGEX_PREFIX):
+        expression = body[len(REGEX_PREFIX) :].strip()
+        if not expression:
+            raise ValueError(f"{text!r}: an empty regular expression")
+        try:
+            # Entries are folded to Simplified and lower case; fold the pattern's Chinese alike.
+            pattern = re.compile(to_simplified(expression), re.IGNORECASE)
+        except re.error as error:
+            raise ValueError(f"{text!r} is not a regular expression: {error}") from None
+        if pattern.search("") is not None:
+            raise ValueError(f"{text!r} matches empty text, so it would match every item")
+        return Term(text, fields, pattern, _inline_flags(pattern), is_regex=True)
+    source, whole_words = _term_body(body)
+    if not source:
+        return Term(text, fields, None)
+    pattern = re.compile(_whole_words(source) if whole_words else source)
+    words = fold(body).split()
+    word = words[0] if len(words) == 1 else ""
+    first = _LATIN_WORD.match(words[0]) if whole_words else None
+    first_word = first.group(0) if first else ""
+    return Term(text, fields, pattern, source, whole_words, word=word, first_word=first_word)
+
+
+def check_term(text: str) -> str:
+    """`text` if it is a valid term; raises ValueError otherwise (for config validation)."""
+    parse_term(text)
+    return text
+
+
+class _Texts:
+    """The folded fields of one entry, and their concatenations, each built at most once."""
+
+    __slots__ = ("_joined", "_words", "fields")
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = fields
+        self._joined: dict[tuple[str, ...], str] = {}
+        self._words: dict[tuple[str, ...], frozenset[str]] = {}
+
+    def joined(self, names: tuple[str, ...]) -> str:
+        text = self._joined.get(names)
+        if text is None:
+            text = self._joined[names] = _FIELD_SEPARATOR.join(self.fields[n] for n in names)
+        return text
+
+    def words(self, names: tuple[str, ...]) -> frozenset[str]:
+        """The Latin-script words of these fields: what whole-word terms are looked up in."""
+        words = self._words.get(names)
+        if words is None:
+            words = self._words[names] = frozenset(_LATIN_WORD.findall(self.joined(names)))
+        return words
 
 
 @dataclass(frozen=True, slots=True)
 class _Terms:
-    """Terms compiled one by one (for explanations) and as one alternation (for speed)."""
+    """Terms compiled one by one (for explanations and scores) and, per set of fields they are
+    looked for in, as one alternation (for the yes/no question asked of every entry)."""
 
-    terms: tuple[str, ...]
-    patterns: tuple[re.Pattern[str] | None, ...]  # None: a blank term, never matches
-    combined: re.Pattern[str] | None  # None: no term can match
+    terms: tuple[Term, ...]
+    lookups: tuple[_Lookup, ...]  # one per set of fields the terms are looked for in
 
     @classmethod
-    def compile(cls, terms: Iterable[str]) -> _Terms:
-        terms = tuple(terms)
-        sources = [term_pattern(t) for t in terms]
-        patterns = tuple(re.compile(s) if s else None for s in sources)
-        alternatives = [s for s in sources if s]
-        combined = re.compile("|".join(f"(?:{s})" for s in alternatives)) if alternatives else None
-        return cls(terms, patterns, combined)
+    def compile(cls, texts: Iterable[str], default_fields: Sequence[str]) -> _Terms:
+        terms = tuple(parse_term(text, default_fields) for text in texts)
+        by_fields: dict[tuple[str, ...], list[Term]] = {}
+        for term in terms:
+            if term.pattern is not None and term.fields:
+                by_fields.setdefault(term.fields, []).append(term)
+        return cls(terms, tuple(_Lookup.compile(f, group) for f, group in by_fields.items()))
 
-    def found_in(self, text: str) -> bool:
-        return self.combined is not None and self.combined.search(text) is not None
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return tuple(term.text for term in self.terms)
 
-    def matches(self, fields: dict[str, str]) -> tuple[TermMatch, ...]:
+    def found_in(self, texts: _Texts) -> bool:
+        return any(lookup.found_in(texts) for lookup in self.lookups)
+
+    def matches(self, texts: _Texts, weights: Mapping[str, float]) -> tuple[TermMatch, ...]:
         return tuple(
-            TermMatch(term=term, field=name, text=found.group(0))
-            for term, pattern in zip(self.terms, self.patterns, strict=True)
-            if pattern is not None
-            for name, text in fields.items()
-            if (found := pattern.search(text)) is not None
+            TermMatch(term=term.text, field=name, text=found.group(0), points=weights[name])
+            for term in self.terms
+            if term.pattern is not None
+            for name in term.fields
+            if (found := term.pattern.search(texts.fields[name])) is not None
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """Whether any of some terms is in some fields, cheapest test first: one-word Latin terms
+    against the set of the text's words, one-word Chinese terms as substrings, then a regex
+    for the rest (phrases, terms with symbols, regex terms). Costs little more with 100 terms
+    than with 10, unlike a regex alternation tried at every position of the text."""
+
+    fields: tuple[str, ...]
+    words: frozenset[str]
+    substrings: tuple[str, ...]
+    phrases: tuple[tuple[str, re.Pattern[str]], ...]  # (first word, pattern) of other Latin terms
+    patterns: tuple[re.Pattern[str], ...]
+
+    @classmethod
+    def compile(cls, fields: tuple[str, ...], terms: Sequence[Term]) -> _Lookup:
+        words = {t.word for t in terms if t.whole_words and _LATIN_WORD.fullmatch(t.word)}
+        substrings = {t.word for t in terms if t.word and not t.whole_words and not t.is_regex}
+        phrases = tuple(
+            (t.first_word, t.pattern)
+            for t in terms
+            if t.pattern is not None and t.first_word and t.word not in words
+        )
+        rest = [t for t in terms if not t.first_word and t.word not in substrings]
+        patterns: list[re.Pattern[str]] = []
+        if rest:
+            sources = _alternation(rest)
+            try:
+                patterns.append(re.compile("|".join(f"(?:{s})" for s in sources)))
+            except re.error:  # regex terms whose group names or numbers clash when joined
+                patterns.extend(re.compile(source) for source in sources)
+        return cls(fields, frozenset(words), tuple(sorted(substrings)), phrases, tuple(patterns))
+
+    def found_in(self, texts: _Texts) -> bool:
+        words = texts.words(self.fields)
+        if not self.words.isdisjoint(words):
+            return True
+        text = texts.joined(self.fields)
+        return (
+            any(s in text for s in self.substrings)
+            or any(first in words and p.search(text) for first, p in self.phrases)
+            or any(pattern.search(text) for pattern in self.patterns)
+        )
+
+
+def _alternation(terms: Sequence[Term]) -> list[str]:
+    """Patterns whose union finds any of `terms`, arranged for speed.
+
+    Latin terms share one pair of word-boundary checks, behind a cheap test of the first
+    character, instead of running the costly lookbehind once per term at every position.
+    """
+    latin = [term for term in terms if term.whole_words]
+    chinese = [term for term in terms if not term.whole_words and not term.is_regex]
+    plain = [term.body for term in chinese]
+    if latin:
+        plain.append(f"{_BEFORE}(?:{'|'.join(term.body for term in latin)}){_AFTER}")
+    patterns = [term.body for term in terms if term.is_regex]
+    if plain:
+        firsts = "".join(sorted({_first_char(term) for term in (*latin, *chinese)}))
+        patterns.append(f"(?=[{firsts}])(?:{'|'.join(plain)})")
+    return patterns
+
+
+def _first_char(term: Term) -> str:
+    """The first character a plain term's match can start with, escaped for a character class."""
+    return term.body[:2] if term.body.startswith("\\") else re.escape(term.body[0])
+
+
+def _inline_flags(pattern: re.Pattern[str]) -> str:
+    """A pattern's source, carrying its IGNORECASE flag so it can join an alternation."""
+    return f"(?i:{pattern.pattern})" if pattern.flags & re.IGNORECASE else pattern.pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +259,40 @@ class _CompiledRule:
     all: tuple[_Terms, ...]
     any: _Terms
     none: _Terms
+    weights: Mapping[str, float]
 
     @property
     def can_match(self) -> bool:
         return bool(self.rule.all or self.rule.any)
 
-    def matches(self, text: str) -> bool:
-        return (
+    def matches(self, texts: _Texts) -> bool:
+        if not (
             self.can_match
-            and all(group.found_in(text) for group in self.all)
-            and (not self.rule.any or self.any.found_in(text))
-            and not self.none.found_in(text)
+            and all(group.found_in(texts) for group in self.all)
+            and (not self.rule.any or self.any.found_in(texts))
+            and not self.none.found_in(texts)
+        ):
+            return False
+        # Scores need every term in every field: only worth it once the rest has matched.
+        return self.rule.min_score is None or self.score(texts) >= self.rule.min_score
+
+    def score(self, texts: _Texts) -> float:
+        return sum(
+            match.points
+            for group in (*self.all, self.any)
+            for match in group.matches(texts, self.weights)
         )
 
 
 @dataclass(frozen=True, slots=True)
 class TermMatch:
-    """One term found in one field; `text` is the folded text that matched."""
+    """One term found in one field; `text` is the folded text that matched; `points` is the
+    field's weight, what this match adds to the rule's score."""
 
     term: str
     field: str  # one of FIELDS
     text: str
+    points: float = DEFAULT_WEIGHT
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +324,8 @@ class RuleExplanation:
     any: GroupExplanation | None  # None when the rule has no `any` terms
     none: GroupExplanation | None  # None when the rule has no `none` terms
     reasons: tuple[str, ...]
+    score: float = 0.0  # the points of every `all` and `any` match
+    min_score: float | None = None
 
 
 class Tagger:
@@ -139,29 +342,34 @@ class Tagger:
         self, entry: Entry, *, source_name: str = "", source_tags: Sequence[str] = ()
     ) -> tuple[str, ...]:
         """Sorted, unique: the source's own tags plus the name of every matching rule."""
-        text = _FIELD_SEPARATOR.join(_fields(entry, source_name).values())
-        matched = {compiled.rule.name for compiled in self._rules if compiled.matches(text)}
+        texts = _Texts(_fields(entry, source_name))
+        matched = {compiled.rule.name for compiled in self._rules if compiled.matches(texts)}
         return tuple(sorted(matched.union(source_tags)))
 
     def explain(self, entry: Entry, *, source_name: str = "") -> list[RuleExplanation]:
-        """For every rule in order: which terms matched in which field, and the verdict."""
-        fields = _fields(entry, source_name)
-        return [_explain(compiled, fields) for compiled in self._rules]
+        """For every rule in order: which terms matched in which field, the score, the verdict."""
+        texts = _Texts(_fields(entry, source_name))
+        return [_explain(compiled, texts) for compiled in self._rules]
 
 
 def compile_rules(rules: Sequence[TagRule]) -> Tagger:
-    """Compile every term of every rule once; the Tagger can be reused for any number of entries."""
-    return Tagger(
-        [
+    """Compile every term of every rule once; the Tagger can be reused for any number of entries.
+
+    Raises ValueError on a term `parse_term` rejects (config.load has already checked them).
+    """
+    compiled = []
+    for rule in rules:
+        weights = dict.fromkeys(FIELDS, DEFAULT_WEIGHT) | dict(rule.weights)
+        compiled.append(
             _CompiledRule(
                 rule=rule,
-                all=tuple(_Terms.compile(group) for group in rule.all),
-                any=_Terms.compile(rule.any),
-                none=_Terms.compile(rule.none),
+                all=tuple(_Terms.compile(group, rule.fields) for group in rule.all),
+                any=_Terms.compile(rule.any, rule.fields),
+                none=_Terms.compile(rule.none, rule.fields),
+                weights=weights,
             )
-            for rule in rules
-        ]
-    )
+        )
+    return Tagger(compiled)
 
 
 def _fields(entry: Entry, source_name: str) -> dict[str, str]:
@@ -174,34 +382,31 @@ def _fields(entry: Entry, source_name: str) -> dict[str, str]:
     }
 
 
-def _explain(compiled: _CompiledRule, fields: dict[str, str]) -> RuleExplanation:
+def _explain(compiled: _CompiledRule, texts: _Texts) -> RuleExplanation:
     rule = compiled.rule
-    groups = tuple(
-        GroupExplanation("all", index, terms.terms, terms.matches(fields))
-        for index, terms in enumerate(compiled.all, start=1)
-    )
-    any_group = (
-        GroupExplanation("any", 0, compiled.any.terms, compiled.any.matches(fields))
-        if rule.any
-        else None
-    )
-    none_group = (
-        GroupExplanation("none", 0, compiled.none.terms, compiled.none.matches(fields))
-        if rule.none
-        else None
-    )
+    weights = compiled.weights
+
+    def group(kind: str, index: int, terms: _Terms) -> GroupExplanation:
+        return GroupExplanation(kind, index, terms.texts, terms.matches(texts, weights))
+
+    groups = tuple(group("all", i, terms) for i, terms in enumerate(compiled.all, start=1))
+    any_group = group("any", 0, compiled.any) if rule.any else None
+    none_group = group("none", 0, compiled.none) if rule.none else None
+    score = sum(m.points for g in (*groups, any_group) if g is not None for m in g.matches)
     reasons: list[str] = []
     if not compiled.can_match:
         reasons.append("no `all` or `any` terms: a source-only tag, never matched by rules")
     reasons.extend(
-        f"{group.label}: none of {list(group.terms)} found"
-        for group in (*groups, any_group)
-        if group is not None and not group.found
+        f"{g.label}: none of {list(g.terms)} found"
+        for g in (*groups, any_group)
+        if g is not None and not g.found
     )
     if none_group is not None:
         reasons.extend(
             f"excluded by none term {match.term!r} in {match.field}" for match in none_group.matches
         )
+    if rule.min_score is not None and score < rule.min_score and compiled.can_match:
+        reasons.append(f"score {score:g} is below min_score {rule.min_score:g}")
     return RuleExplanation(
         name=rule.name,
         title=rule.title,
@@ -210,4 +415,6 @@ def _explain(compiled: _CompiledRule, fields: dict[str, str]) -> RuleExplanation
         any=any_group,
         none=none_group,
         reasons=tuple(reasons),
+        score=score,
+        min_score=rule.min_score,
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import cache
+
+import opencc
 
 # Han (with radicals, extensions and compatibility ideographs), kana, bopomofo and Hangul:
 # scripts written without spaces between words, so terms in them match as plain substrings.
@@ -28,12 +31,24 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 def fold(text: str) -> str:
-    """Fold `text` for matching: NFKC (full-width ＡＩ -> AI, ﬁ -> fi), then casefold.
+    """Fold `text` for matching: NFKC (full-width ＡＩ -> AI, ﬁ -> fi), Traditional Chinese to
+    Simplified (大灣區 -> 大湾区, HK variants too: 衞 -> 卫), then casefold.
 
-    The one place deciding which spellings are equal; Traditional/Simplified folding
-    (OpenCC) belongs here too, so rules and entries are always folded alike.
+    The one place deciding which spellings are equal, so rules and entries are always folded
+    alike. Folding may change the length of CJK text (OpenCC converts some phrases whole).
     """
-    return unicodedata.normalize("NFKC", text).casefold()
+    return to_simplified(unicodedata.normalize("NFKC", text)).casefold()
+
+
+def to_simplified(text: str) -> str:
+    """Traditional Chinese characters and phrases in `text` as Simplified; the rest unchanged."""
+    return _to_simplified().convert(text) if has_cjk(text) else text
+
+
+@cache
+def _to_simplified() -> opencc.OpenCC:
+    """OpenCC's "hk2s": Hong Kong Traditional (and standard Traditional) to Simplified."""
+    return opencc.OpenCC("hk2s")
 
 
 def has_cjk(text: str) -> bool:

@@ -7,12 +7,16 @@ from pathlib import Path
 
 from aggregator.store.database import connect
 from aggregator.store.entries import EntriesStore, PollWrite
+from aggregator.store.outbox import OutboxStore
+from aggregator.store.site import SiteStore
 from aggregator.store.sources import SourcesStore
+from aggregator.store.stories import StoriesStore
+from aggregator.store.worker import WorkerStore
 
 __all__ = ["PollWrite", "Store"]
 
 
-class Store(SourcesStore, EntriesStore):
+class Store(SourcesStore, EntriesStore, OutboxStore, SiteStore, WorkerStore, StoriesStore):
     """SQLite-backed storage. One instance per process; writes are short IMMEDIATE transactions."""
 
     def __init__(self, path: Path | str) -> None:

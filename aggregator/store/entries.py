@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from aggregator.checkpoints import checkpoint
 from aggregator.models import Entry, StoredEntry, Story
 from aggregator.process.stories import build_story
 from aggregator.store.database import from_db_time, to_db_time, transaction
+from aggregator.store.stories import StoryKeys, merge_stories, write_story_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,8 @@ class PollWrite:
     next_poll_at: datetime
     inserts: Sequence[Entry] = ()
     updates: Sequence[Entry] = ()
+    story_keys: Sequence[StoryKeys] = ()  # band keys and signatures of inserts and updates
+    story_merges: Sequence[tuple[str, str]] = ()  # (story, into story), after the inserts
 
 
 class EntriesStore:
@@ -43,6 +47,9 @@ class EntriesStore:
                 conn.execute(_UPDATE_ENTRY, _entry_row(entry, write.at))
                 conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (entry.id,))
                 _write_tags(conn, entry)
+            write_story_keys(conn, write.story_keys)
+            merge_stories(conn, write.story_merges)
+            checkpoint("store")  # crash tests: a kill here must roll the whole poll back
             conn.execute(
                 "UPDATE sources SET etag = ?, last_modified = ?, last_status = ?,"
                 " last_success_at = ?, last_error = NULL, consecutive_failures = 0,"

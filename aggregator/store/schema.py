@@ -86,11 +86,107 @@ def _v2_stories(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v5_outbox(conn: sqlite3.Connection) -> None:
+    """Digest outbox: one row per (subscriber, period); opt-outs from the unsubscribe link."""
+    run_script(
+        conn,
+        """
+        CREATE TABLE outbox (
+            subscriber TEXT NOT NULL,          -- the address, lower-cased
+            period TEXT NOT NULL,              -- ISO week, 2024-W21
+            state TEXT NOT NULL CHECK (state IN
+                ('pending', 'sent', 'failed-temporary', 'failed-permanent')),
+            message_id TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            next_attempt_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            sent_at TEXT,
+            PRIMARY KEY (subscriber, period)
+        );
+        CREATE INDEX outbox_by_state ON outbox(state, next_attempt_at);
+
+        CREATE TABLE digest_optouts (
+            email TEXT PRIMARY KEY,            -- lower-cased
+            at TEXT NOT NULL,
+            via TEXT NOT NULL
+        );
+        """,
+    )
+
+
+def _v3_source_health(conn: sqlite3.Connection) -> None:
+    """Sources: an adopted fetch URL (permanent redirects), the redirect seen, a disabled reason."""
+    run_script(
+        conn,
+        """
+        -- `url` stays the configured URL; `fetch_url`, when set, is where it moved to for good.
+        ALTER TABLE sources ADD COLUMN fetch_url TEXT;
+        ALTER TABLE sources ADD COLUMN moved_to TEXT;
+        ALTER TABLE sources ADD COLUMN moved_polls INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE sources ADD COLUMN disabled_reason TEXT;
+        ALTER TABLE sources ADD COLUMN disabled_at TEXT;
+        """,
+    )
+
+
+def _v6_worker_state(conn: sqlite3.Connection) -> None:
+    """The worker's heartbeat, last tick, last prune and the digest slot it has handled."""
+    run_script(
+        conn,
+        """
+        CREATE TABLE worker_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            pid INTEGER,
+            mode TEXT,                       -- "run" or "once"
+            started_at TEXT,
+            heartbeat_at TEXT,
+            last_tick_at TEXT,
+            ticks INTEGER NOT NULL DEFAULT 0,
+            last_prune_at TEXT,
+            digest_slot_done TEXT            -- the latest [digest].schedule time already handled
+        );
+        INSERT INTO worker_state (id) VALUES (1);
+        CREATE INDEX IF NOT EXISTS entries_by_source_first_seen ON entries(source_id, first_seen);
+        """,
+    )
+
+
+def _v4_story_keys(conn: sqlite3.Connection) -> None:
+    """Story matching: each entry's MinHash band keys (indexed) and signature.
+
+    Finding the candidates of a new entry is one range scan per band key on
+    (band_key, published); nothing has to be loaded into memory at start-up.
+    """
+    run_script(
+        conn,
+        """
+        CREATE TABLE entry_bands (
+            band_key INTEGER NOT NULL,
+            published TEXT NOT NULL,           -- copied, so the window is part of the index range
+            entry_id TEXT NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+            PRIMARY KEY (band_key, published, entry_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX entry_bands_by_entry ON entry_bands(entry_id);
+
+        CREATE TABLE entry_signatures (
+            entry_id TEXT PRIMARY KEY REFERENCES entries(id) ON DELETE CASCADE,
+            signature BLOB NOT NULL            -- MinHash values, 4 bytes each, little-endian
+        ) WITHOUT ROWID;
+        """,
+    )
+
+
 # Schema version -> the migration that reaches it. Add new ones with the next number; never
 # edit one that has shipped.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_initial,
     2: _v2_stories,
+    3: _v3_source_health,
+    4: _v4_story_keys,
+    5: _v5_outbox,
+    6: _v6_worker_state,
 }
 LATEST = max(MIGRATIONS)
 

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from aggregator.fetch import track_permanent_redirect
 from aggregator.models import SourceState
 from aggregator.settings import SourceSettings
 from aggregator.store.database import from_db_time, to_db_time, transaction
+
+RECENT_DAYS = 7
+HISTORY_SIZE = 20  # publication dates kept per source for the "silent" rule
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHistory:
+    """What a source's stored items say about it: recent volume and publication history."""
+
+    recent_items: int  # entries first seen in the last RECENT_DAYS days
+    published: tuple[datetime, ...]  # the latest publication dates, newest first
 
 
 class SourcesStore:
     conn: sqlite3.Connection
 
     def sync_sources(self, sources: Iterable[SourceSettings], now: datetime) -> None:
-        """Make sure every configured source has a row; a new URL resets its validators."""
+        """Make sure every configured source has a row; a new URL resets its state.
+
+        A new configured URL also forgets an adopted redirect and re-enables a source that
+        was disabled by 410 Gone: the user pointed it somewhere else.
+        """
         with transaction(self.conn) as conn:
             for source in sources:
                 source_id, url = source.id, source.url
@@ -34,7 +51,9 @@ class SourcesStore:
                 if row["url"] != url:
                     conn.execute(
                         "UPDATE sources SET url = ?, etag = NULL, last_modified = NULL,"
-                        " consecutive_failures = 0, next_poll_at = NULL WHERE id = ?",
+                        " consecutive_failures = 0, next_poll_at = NULL, fetch_url = NULL,"
+                        " moved_to = NULL, moved_polls = 0, disabled_reason = NULL,"
+                        " disabled_at = NULL WHERE id = ?",
                         (url, source_id),
                     )
 
@@ -58,6 +77,73 @@ class SourcesStore:
                 (error, to_db_time(at), status, to_db_time(next_poll_at), source_id),
             )
 
+    def disable_source(self, source_id: str, *, at: datetime, reason: str) -> None:
+        """Stop polling a source (410 Gone) until its URL changes or `enable_source`."""
+        with transaction(self.conn) as conn:
+            conn.execute(
+                "UPDATE sources SET disabled_reason = ?, disabled_at = ? WHERE id = ?",
+                (reason, to_db_time(at), source_id),
+            )
+
+    def enable_source(self, source_id: str) -> bool:
+        """Poll a disabled source again, at the next poll; False when it was not disabled."""
+        with transaction(self.conn) as conn:
+            cursor = conn.execute(
+                "UPDATE sources SET disabled_reason = NULL, disabled_at = NULL,"
+                " consecutive_failures = 0, next_poll_at = NULL"
+                " WHERE id = ? AND disabled_reason IS NOT NULL",
+                (source_id,),
+            )
+            return cursor.rowcount > 0
+
+    def record_redirect(self, source_id: str, target: str | None) -> bool:
+        """Note where a successful poll was permanently redirected (None: it was not).
+
+        Returns True when the target has now held long enough and becomes the fetch URL.
+        """
+        row = self.conn.execute(
+            "SELECT moved_to, moved_polls FROM sources WHERE id = ?", (source_id,)
+        ).fetchone()
+        if row is None:
+            return False
+        track = track_permanent_redirect(row["moved_to"], row["moved_polls"], target)
+        if (track.moved_to, track.polls, track.adopt) == (
+            row["moved_to"],
+            row["moved_polls"],
+            False,
+        ):
+            return False  # the usual case, no redirect before or now: no write
+        with transaction(self.conn) as conn:
+            conn.execute(
+                "UPDATE sources SET moved_to = ?, moved_polls = ? WHERE id = ?",
+                (track.moved_to, track.polls, source_id),
+            )
+            if track.adopt:
+                # The validators belong to the old address's responses; they still hold.
+                conn.execute("UPDATE sources SET fetch_url = ? WHERE id = ?", (target, source_id))
+            return track.adopt
+
+    def source_history(self, now: datetime) -> dict[str, SourceHistory]:
+        """Per source: entries first seen in the last 7 days and its latest publication dates."""
+        since = to_db_time(now - timedelta(days=RECENT_DAYS))
+        recent = dict(
+            self.conn.execute(
+                "SELECT source_id, COUNT(*) FROM entries WHERE first_seen >= ? GROUP BY source_id",
+                (since,),
+            ).fetchall()
+        )
+        activity: dict[str, SourceHistory] = {}
+        for (source_id,) in self.conn.execute("SELECT id FROM sources").fetchall():
+            rows = self.conn.execute(
+                "SELECT published FROM entries WHERE source_id = ? ORDER BY published DESC LIMIT ?",
+                (source_id, HISTORY_SIZE),
+            ).fetchall()
+            published = tuple(
+                moment for (text,) in rows if (moment := from_db_time(text)) is not None
+            )
+            activity[source_id] = SourceHistory(recent.get(source_id, 0), published)
+        return activity
+
     def source_priorities(self) -> dict[str, int]:
         return {row[0]: row[1] for row in self.conn.execute("SELECT id, priority FROM sources")}
 
@@ -65,7 +151,7 @@ class SourcesStore:
 def _source_state(row: sqlite3.Row) -> SourceState:
     return SourceState(
         source_id=row["id"],
-        url=row["url"],
+        url=row["fetch_url"] or row["url"],
         etag=row["etag"],
         last_modified=row["last_modified"],
         last_success_at=from_db_time(row["last_success_at"]),
@@ -73,4 +159,9 @@ def _source_state(row: sqlite3.Row) -> SourceState:
         last_error_at=from_db_time(row["last_error_at"]),
         consecutive_failures=row["consecutive_failures"],
         next_poll_at=from_db_time(row["next_poll_at"]),
+        configured_url=row["url"],
+        moved_to=row["moved_to"],
+        moved_polls=row["moved_polls"],
+        disabled_reason=row["disabled_reason"],
+        disabled_at=from_db_time(row["disabled_at"]),
     )

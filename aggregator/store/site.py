@@ -1,0 +1,64 @@
+"""Reads for the published site: source health, the tags in use, and each story's lead date."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+from aggregator.models import SourceHealth
+from aggregator.store.database import from_db_time, to_db_time
+
+
+class SiteStore:
+    conn: sqlite3.Connection
+
+    def source_priorities(self) -> dict[str, int]:
+        raise NotImplementedError  # provided by SourcesStore in Store
+
+    def source_health(self, since: datetime) -> dict[str, SourceHealth]:
+        """Every known source's fetch state and how many entries it gave since `since`."""
+        rows = self.conn.execute(
+            "SELECT s.*, (SELECT count(*) FROM entries e WHERE e.source_id = s.id"
+            " AND e.first_seen >= ?) AS recent FROM sources s",
+            (to_db_time(since),),
+        )
+        return {
+            row["id"]: SourceHealth(
+                source_id=row["id"],
+                name=row["name"] or row["id"],
+                url=row["url"],
+                last_success_at=from_db_time(row["last_success_at"]),
+                last_error=row["last_error"],
+                last_error_at=from_db_time(row["last_error_at"]),
+                consecutive_failures=row["consecutive_failures"],
+                recent_items=row["recent"],
+            )
+            for row in rows
+        }
+
+    def tag_names(self) -> list[str]:
+        """Every tag some stored entry carries, sorted."""
+        return [
+            row[0] for row in self.conn.execute("SELECT DISTINCT tag FROM entry_tags ORDER BY tag")
+        ]
+
+    def story_dates(self, tag: str) -> dict[str, datetime]:
+        """Each story with an entry tagged `tag`, and its lead entry's publication time.
+
+        One pass over the tag's stories and their members, without building the stories; the
+        lead is the one `process.stories.lead_order` puts first (keep the two in step).
+        """
+        query = (
+            "SELECT e.story_id, e.id, e.source_id, e.published FROM entries e WHERE e.story_id IN"
+            " (SELECT x.story_id FROM entry_tags t JOIN entries x ON x.id = t.entry_id"
+            " WHERE t.tag = ?)"
+        )
+        priorities = self.source_priorities()
+        leads: dict[str, tuple[tuple[int, object, str], datetime]] = {}
+        for story_id, entry_id, source_id, published_text in self.conn.execute(query, (tag,)):
+            published = from_db_time(published_text)
+            assert published is not None
+            key = (-priorities.get(source_id, 0), published, entry_id)
+            if story_id not in leads or key < leads[story_id][0]:
+                leads[story_id] = (key, published)
+        return {story_id: published for story_id, (_, published) in leads.items()}
