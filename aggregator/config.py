@@ -79,10 +79,14 @@ class KeyLines:
         counters: dict[str, int] = {}
         table = ""
         in_multiline: str | None = None
+        array_depth = 0  # open brackets of a value that spans lines
         for number, line in enumerate(text.splitlines(), start=1):
             if in_multiline:
                 if in_multiline in line:
                     in_multiline = None
+                continue
+            if array_depth > 0:  # `["a", "b"]` here is part of a value, not a table header
+                array_depth += _bracket_balance(line)
                 continue
             header = self._HEADER.match(line)
             if header:
@@ -102,6 +106,8 @@ class KeyLines:
                 for quote in ('"""', "'''"):
                     if rest.count(quote) == 1:
                         in_multiline = quote
+                if not in_multiline:
+                    array_depth = max(_bracket_balance(rest), 0)
 
     @staticmethod
     def _resolve(name: str, counters: Mapping[str, int]) -> str:
@@ -119,6 +125,15 @@ class KeyLines:
                 return self.lines[path]
             path = re.sub(r"(\.[^.\[\]]+|\[\d+\])$", "", path) if "." in path or "[" in path else ""
         return None
+
+
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|#.*$')
+
+
+def _bracket_balance(line: str) -> int:
+    """Opened minus closed brackets on a line, ignoring strings and comments."""
+    code = _STRING_OR_COMMENT.sub("", line)
+    return code.count("[") - code.count("]")
 
 
 def _split_dotted(text: str) -> list[str]:

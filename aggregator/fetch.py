@@ -12,14 +12,16 @@ import http
 import ipaddress
 import re
 import socket
+import urllib.request
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
-from urllib.parse import urlsplit
+from typing import NamedTuple, Protocol
+from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
 import httpx
@@ -27,6 +29,7 @@ import httpx
 from aggregator import PROJECT_URL, __version__
 from aggregator.clock import Clock, SystemClock
 from aggregator.errors import FetchError
+from aggregator.http1 import ConnectionPool, parse_target
 from aggregator.models import FetchRequest, FetchResult
 from aggregator.settings import FetchSettings
 
@@ -263,7 +266,35 @@ class BodyDecoder:
 
 class _Redirect(NamedTuple):
     status: int
-    target: httpx.URL
+    target: str
+
+
+class _Response(Protocol):
+    """What `Fetcher` reads of a response, from either transport."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # .get by lower-case name
+    async def read_chunk(self) -> bytes: ...  # the raw (still encoded) body; b"" at the end
+
+
+class _HttpxResponse:
+    """An httpx streaming response seen through `_Response` (the proxy path)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.url = str(response.url)
+        self.status_code = response.status_code
+        self.reason_phrase = response.reason_phrase
+        self.headers: Mapping[str, str] = response.headers
+        self._chunks = response.aiter_raw()
+
+    async def read_chunk(self) -> bytes:
+        return await anext(self._chunks, b"")
 
 
 async def resolve_host(host: str) -> list[IPAddress]:
@@ -298,7 +329,11 @@ class HostPacer:
 
 
 class Fetcher:
-    """Fetches sources with one shared HTTP client; safe to use from many tasks at once.
+    """Fetches sources over a shared keep-alive pool; safe to use from many tasks at once.
+
+    Requests go out through the lean HTTP/1.1 client of http1.py; a URL that the environment
+    sends through a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, less `NO_PROXY`) goes
+    through httpx, which speaks to proxies.
 
     At most `settings.concurrency` fetches run at a time and at most `settings.per_host` per host
     (the host of the requested URL), and requests to one host start at least
@@ -317,16 +352,19 @@ class Fetcher:
         self._settings = settings
         self._resolve = resolver or resolve_host
         self._clock = clock or SystemClock()
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(settings.timeout),
-            limits=httpx.Limits(max_connections=max(1, settings.concurrency)),
-            headers={
-                "User-Agent": user_agent or settings.user_agent or default_user_agent(),
-                "Accept": ACCEPT,
-                "Accept-Encoding": ACCEPT_ENCODING,
-            },
+        self._headers = {
+            "User-Agent": user_agent or settings.user_agent or default_user_agent(),
+            "Accept": ACCEPT,
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
+        for value in self._headers.values():
+            if not _header_safe(value):
+                raise ValueError(f"not a valid HTTP header value: {value!r}")
+        self._pool = ConnectionPool(
+            timeout=settings.timeout, max_idle=max(1, settings.concurrency) * 2
         )
+        self._proxies = urllib.request.getproxies_environment()
+        self._proxy_client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(max(1, settings.concurrency))
         self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._pacer = HostPacer()
@@ -343,7 +381,9 @@ class Fetcher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._pool.close()
+        if self._proxy_client is not None:
+            await self._proxy_client.aclose()
 
     async def fetch(self, request: FetchRequest) -> FetchResult:
         """Fetch one source. Raises FetchError, and nothing else, when it cannot."""
@@ -352,12 +392,7 @@ class Fetcher:
             return await asyncio.to_thread(
                 read_local_source, request, path, self._settings.max_bytes
             )
-        try:
-            host = httpx.URL(request.url).host
-        except httpx.InvalidURL as exc:
-            raise FetchError(f"invalid URL: {exc}") from exc
-        if not host:
-            raise FetchError(f"invalid URL: {request.url}")
+        host = parse_target(request.url).host
         deadline = self._settings.deadline
         async with self._host_slot(host):
             await self._pace(host)
@@ -378,14 +413,14 @@ class Fetcher:
         return slot
 
     async def _fetch_http(self, request: FetchRequest) -> FetchResult:
-        headers: dict[str, str] = {}
-        # A validator httpx cannot send as ASCII would fail the request; skip it instead.
-        if request.etag and request.etag.isascii():
+        headers = dict(self._headers)
+        # A validator that cannot be sent as a plain ASCII header would break the request.
+        if request.etag and _header_safe(request.etag):
             headers["If-None-Match"] = request.etag
-        if request.last_modified and request.last_modified.isascii():
+        if request.last_modified and _header_safe(request.last_modified):
             headers["If-Modified-Since"] = request.last_modified
-        url = httpx.URL(request.url)
-        visited = {str(url)}
+        url = request.url
+        visited = {url}
         every_hop_permanent = True
         hops = 0
         while True:
@@ -399,53 +434,85 @@ class Fetcher:
             every_hop_permanent = (
                 every_hop_permanent and outcome.status in PERMANENT_REDIRECT_STATUSES
             )
-            if target.scheme not in ("http", "https"):
+            if urlsplit(target).scheme.lower() not in ("http", "https"):
                 raise FetchError(f"redirect to a non-HTTP URL: {target}")
-            if str(target) in visited:
+            if target in visited:
                 raise FetchError(f"redirect loop at {target}")
             if hops > MAX_REDIRECTS:
                 raise FetchError(f"too many redirects (more than {MAX_REDIRECTS})")
-            visited.add(str(target))
-            await self._check_redirect(httpx.URL(request.url).host, target)
-            await self._pace(target.host)
+            visited.add(target)
+            target_host = parse_target(target).host
+            await self._check_redirect(parse_target(request.url).host, target_host, target)
+            await self._pace(target_host)
             url = target
 
     async def _request(
-        self, request: FetchRequest, url: httpx.URL, headers: dict[str, str]
+        self, request: FetchRequest, url: str, headers: dict[str, str]
     ) -> FetchResult | _Redirect:
         """One hop: a result, or the status and target of a redirect."""
+        async with self._get(url, headers) as response:
+            status = response.status_code
+            if status in REDIRECT_STATUSES:
+                location = response.headers.get("location")
+                if not location:
+                    raise FetchError(f"HTTP {status} redirect without a Location", status=status)
+                return _Redirect(status, urljoin(response.url, location.strip()))
+            if status == 304:
+                return self._result(request, response, content=None)
+            if status >= 400:
+                retry_after = None
+                if status in RETRY_AFTER_STATUSES:
+                    retry_after = parse_retry_after(
+                        response.headers.get("retry-after"), self._clock.now()
+                    )
+                raise FetchError(
+                    f"HTTP {status} {_reason(response)}".rstrip(),
+                    status=status,
+                    retry_after=retry_after,
+                )
+            if status >= 300:
+                raise FetchError(f"HTTP {status} {_reason(response)}".rstrip(), status=status)
+            content = await self._read_body(response)
+            return self._result(request, response, content=content)
+
+    @asynccontextmanager
+    async def _get(self, url: str, headers: dict[str, str]) -> AsyncIterator[_Response]:
+        """A GET through the pool, or through httpx when a proxy is configured for `url`."""
+        if self._proxied(url):
+            async with self._proxy_get(url, headers) as response:
+                yield response
+            return
+        response = await self._pool.get(url, headers)
+        try:
+            yield response
+        finally:
+            self._pool.release(response)
+
+    def _proxied(self, url: str) -> bool:
+        if not self._proxies:
+            return False
+        parts = urlsplit(url)
+        if parts.scheme not in self._proxies and "all" not in self._proxies:
+            return False
+        return not urllib.request.proxy_bypass(parts.netloc)
+
+    @asynccontextmanager
+    async def _proxy_get(self, url: str, headers: dict[str, str]) -> AsyncIterator[_Response]:
+        if self._proxy_client is None:
+            self._proxy_client = httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=httpx.Timeout(self._settings.timeout),
+                limits=httpx.Limits(max_connections=max(1, self._settings.concurrency)),
+            )
         timeout = self._settings.timeout
         try:
-            async with self._client.stream("GET", url, headers=headers) as response:
-                status = response.status_code
-                if status in REDIRECT_STATUSES:
-                    location = response.headers.get("location")
-                    if not location:
-                        raise FetchError(
-                            f"HTTP {status} redirect without a Location", status=status
-                        )
-                    return _Redirect(status, response.url.join(location.strip()))
-                if status == 304:
-                    return self._result(request, response, content=None)
-                if status >= 400:
-                    retry_after = None
-                    if status in RETRY_AFTER_STATUSES:
-                        retry_after = parse_retry_after(
-                            response.headers.get("retry-after"), self._clock.now()
-                        )
-                    raise FetchError(
-                        f"HTTP {status} {_reason(response)}".rstrip(),
-                        status=status,
-                        retry_after=retry_after,
-                    )
-                if status >= 300:
-                    raise FetchError(f"HTTP {status} {_reason(response)}".rstrip(), status=status)
-                content = await self._read_body(response)
-                return self._result(request, response, content=content)
+            async with self._proxy_client.stream("GET", url, headers=headers) as response:
+                yield _HttpxResponse(response)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise FetchError(describe_http_error(exc, timeout=timeout, host=url.host)) from exc
+            host = urlsplit(url).hostname or ""
+            raise FetchError(describe_http_error(exc, timeout=timeout, host=host)) from exc
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
+    async def _read_body(self, response: _Response) -> bytes:
         limit = self._settings.max_bytes
         too_large = FetchError(
             f"body larger than {format_size(limit)}", status=response.status_code
@@ -459,18 +526,18 @@ class Fetcher:
         ):
             raise too_large
         body = bytearray()
-        async for chunk in response.aiter_raw():
+        while chunk := await response.read_chunk():
             body += decoder.decode(chunk, limit - len(body))
             if len(body) > limit:
                 raise too_large
         return bytes(body)
 
     def _result(
-        self, request: FetchRequest, response: httpx.Response, *, content: bytes | None
+        self, request: FetchRequest, response: _Response, *, content: bytes | None
     ) -> FetchResult:
         return FetchResult(
             source_id=request.source_id,
-            url=str(response.url),
+            url=response.url,
             status=response.status_code,
             content=content,
             content_type=response.headers.get("content-type"),
@@ -480,10 +547,10 @@ class Fetcher:
             max_age=parse_max_age(response.headers.get("cache-control")),
         )
 
-    async def _check_redirect(self, source_host: str, target: httpx.URL) -> None:
+    async def _check_redirect(self, source_host: str, target_host: str, target: str) -> None:
         source_ips = await self._resolve(source_host)
         source_is_private = not source_ips or not all(is_public_address(ip) for ip in source_ips)
-        if not redirect_allowed(source_is_private, await self._resolve(target.host)):
+        if not redirect_allowed(source_is_private, await self._resolve(target_host)):
             raise FetchError(f"redirect to a private address refused: {target}")
 
 
@@ -511,7 +578,12 @@ def read_local_source(request: FetchRequest, path: Path, max_bytes: int) -> Fetc
     )
 
 
-def _reason(response: httpx.Response) -> str:
+def _header_safe(value: str) -> bool:
+    """Printable ASCII only: nothing that could end the header line early."""
+    return value.isascii() and value.isprintable()
+
+
+def _reason(response: _Response) -> str:
     if response.reason_phrase:
         return response.reason_phrase
     try:

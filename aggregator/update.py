@@ -4,7 +4,8 @@
 
 Fetches run concurrently (bounded overall and per host, see fetch.py); each result is then
 parsed, cleaned, tagged and stored on one worker thread, one transaction per source, while the
-event loop goes on fetching.
+event loop goes on fetching. Sources that answered 304 or failed change only their own row;
+those rows are written many to a transaction (`StateBatch`).
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ from aggregator.process.tag import Tagger, compile_rules
 from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
 from aggregator.settings import Settings, SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.stories import StoryKeys
+from aggregator.store.sources import SourceFailure
+from aggregator.store.stories import CandidateQuery, StoryKeys
 
 log = logging.getLogger(__name__)
 
 OutcomeCallback = Callable[[SourceOutcome], None]
+
+STATE_BATCH_SIZE = 200  # source rows per transaction for 304s and failures
+STATE_BATCH_SECONDS = 1.0  # ... or as old as this, whichever comes first
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +113,60 @@ async def _poll(
         # Parsing and storing run on one worker thread (so SQLite stays on one thread) while
         # the event loop keeps fetching the other sources.
         loop = asyncio.get_running_loop()
+        batch = StateBatch(store)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-process") as worker:
             for next_done in asyncio.as_completed([fetch(s) for s in sources]):
                 source, started, result = await next_done
-                args = (settings, store, clock, tagger, source, states[source.id], result)
+                args = (settings, store, clock, tagger, batch, source, states[source.id], result)
                 outcome = await loop.run_in_executor(worker, _process, *args)
                 outcome = dataclasses.replace(outcome, duration=time.perf_counter() - started)
                 outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
+            await loop.run_in_executor(worker, batch.flush)
     order = {s.id: i for i, s in enumerate(sources)}
     return sorted(outcomes, key=lambda o: order[o.source_id])
+
+
+class StateBatch:
+    """Source rows of 304s and failures, written many to a transaction instead of one each.
+
+    Such a poll changes only its source's row (validators, next poll, error count), so losing
+    an unwritten batch to a crash is harmless: those sources are simply polled again. Entries
+    are never batched; they go in one transaction with their source's row (`apply_poll`).
+    Used from the worker thread only, like the store.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        size: int = STATE_BATCH_SIZE,
+        seconds: float = STATE_BATCH_SECONDS,
+    ) -> None:
+        self._store = store
+        self._size = size
+        self._seconds = seconds
+        self._polls: list[PollWrite] = []
+        self._failures: list[SourceFailure] = []
+        self._oldest: float | None = None
+
+    def add(self, write: PollWrite | SourceFailure) -> None:
+        if isinstance(write, PollWrite):
+            self._polls.append(write)
+        else:
+            self._failures.append(write)
+        now = time.monotonic()
+        if self._oldest is None:
+            self._oldest = now
+        pending = len(self._polls) + len(self._failures)
+        if pending >= self._size or now - self._oldest >= self._seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._polls or self._failures:
+            self._store.record_states(self._polls, self._failures)
+        self._polls, self._failures, self._oldest = [], [], None
 
 
 def _process(
@@ -126,6 +174,7 @@ def _process(
     store: Store,
     clock: Clock,
     tagger: Tagger,
+    batch: StateBatch,
     source: SourceSettings,
     state: SourceState,
     result: FetchResult | FetchError,
@@ -136,8 +185,8 @@ def _process(
         if isinstance(result, FetchError):
             raise result
         if result.not_modified:
-            store.apply_poll(_poll_write(source, result, now))
-            store.record_redirect(source.id, result.permanent_redirect)
+            batch.add(_poll_write(source, result, now))
+            _record_redirect(store, state, result)
             return SourceOutcome(source.id, "not-modified")
         feed = _parse(settings, source, result)
         entries = [
@@ -151,7 +200,7 @@ def _process(
         plan = plan_writes(entries, store.content_hashes([e.id for e in entries]))
         plan, story_writes = group_stories(store, plan, settings.stories)
         store.apply_poll(_poll_write(source, result, now, plan, story_writes))
-        store.record_redirect(source.id, result.permanent_redirect)
+        _record_redirect(store, state, result)
         return SourceOutcome(
             source.id,
             "ok",
@@ -160,10 +209,16 @@ def _process(
             unchanged=plan.unchanged,
         )
     except AggregatorError as error:
-        return _failed(store, source, state, now, error)
+        return _failed(batch, source, state, now, error)
     except Exception as error:  # a bug must cost one source, not the whole poll
         log.exception("unexpected error while polling %s", source.id)
-        return _failed(store, source, state, now, error)
+        return _failed(batch, source, state, now, error)
+
+
+def _record_redirect(store: Store, state: SourceState, result: FetchResult) -> None:
+    """Track a permanent redirect; nothing to read or write when there is none, now or before."""
+    if result.permanent_redirect is not None or state.moved_to is not None:
+        store.record_redirect(state.source_id, result.permanent_redirect)
 
 
 def _parse(settings: Settings, source: SourceSettings, result: FetchResult) -> ParsedFeed:
@@ -208,12 +263,15 @@ def group_stories(
     store: Store, plan: WritePlan, settings: StorySettings
 ) -> tuple[WritePlan, StoryWrites]:
     """New entries join the story of a stored near-duplicate (or start their own); changed
-    ones keep their story. Returns the plan with story ids set, and what else to store."""
+    ones keep their story. Returns the plan with story ids set, and what else to store.
+
+    The new entries of one poll are looked up together: none is stored yet, so they were
+    never each other's candidates anyway."""
     keys: list[StoryKeys] = []
     merges: list[tuple[str, str]] = []
     inserts = []
-    for entry in plan.inserts:
-        story_id, entry_keys, entry_merges = assign_story(store, story_item(entry), settings)
+    assigned = assign_stories(store, [story_item(e) for e in plan.inserts], settings)
+    for entry, (story_id, entry_keys, entry_merges) in zip(plan.inserts, assigned, strict=True):
         inserts.append(dataclasses.replace(entry, story_id=story_id))
         keys.append(entry_keys)
         merges += [(absorbed, story_id) for absorbed in entry_merges]
@@ -237,19 +295,39 @@ class StoryWrites:
 def assign_story(
     store: Store, item: StoryItem, settings: StorySettings
 ) -> tuple[str, StoryKeys, tuple[str, ...]]:
-    """The story an entry belongs to, its keys, and the stories it links to that one: one
-    candidate query, then the pure decision."""
-    fp = fingerprint(item.title, item.lead, item.canonical_url)
-    urls = [item.canonical_url or "", *counterpart_urls(item.canonical_url, chinese=fp.chinese)]
+    """The story an entry belongs to, its keys, and the stories it links to that one."""
+    return assign_stories(store, [item], settings)[0]
+
+
+def assign_stories(
+    store: Store, items: Sequence[StoryItem], settings: StorySettings
+) -> list[tuple[str, StoryKeys, tuple[str, ...]]]:
+    """`assign_story` for several entries that cannot be each other's candidates (one poll of
+    one source): each fingerprinted once, one batched candidate lookup, then the pure decision.
+    """
     window = timedelta(seconds=settings.window)
-    candidates = store.story_candidates(item.entry_id, fp.band_keys, urls, item.published, window)
-    match = choose_story(
-        item, candidates, threshold=settings.threshold, window=window, new_fingerprint=fp
-    )
-    keys = story_keys(item.entry_id, item.published, fp)
-    if match is None:
-        return item.entry_id, keys, ()
-    return match.story_id, keys, match.merges
+    fingerprints = [fingerprint(i.title, i.lead, i.canonical_url) for i in items]
+    queries = [
+        CandidateQuery(
+            item.entry_id,
+            fp.band_keys,
+            (item.canonical_url or "", *counterpart_urls(item.canonical_url, chinese=fp.chinese)),
+            item.published,
+        )
+        for item, fp in zip(items, fingerprints, strict=True)
+    ]
+    found = store.story_candidates(queries, window)
+    assigned: list[tuple[str, StoryKeys, tuple[str, ...]]] = []
+    for item, fp, candidates in zip(items, fingerprints, found, strict=True):
+        match = choose_story(
+            item, candidates, threshold=settings.threshold, window=window, new_fingerprint=fp
+        )
+        keys = story_keys(item.entry_id, item.published, fp)
+        if match is None:
+            assigned.append((item.entry_id, keys, ()))
+        else:
+            assigned.append((match.story_id, keys, match.merges))
+    return assigned
 
 
 def story_item(entry: Entry) -> StoryItem:
@@ -264,7 +342,7 @@ def story_fingerprint(entry: Entry) -> Fingerprint:
 
 
 def story_keys(entry_id: str, published: datetime, fp: Fingerprint) -> StoryKeys:
-    return StoryKeys(entry_id, published, fp.band_keys, fp.signature)
+    return StoryKeys(entry_id, published, fp)
 
 
 def _poll_write(
@@ -289,14 +367,13 @@ def _poll_write(
 
 
 def _failed(
-    store: Store, source: SourceSettings, state: SourceState, now: datetime, error: Exception
+    batch: StateBatch, source: SourceSettings, state: SourceState, now: datetime, error: Exception
 ) -> SourceOutcome:
     message = str(error) if isinstance(error, AggregatorError) else f"internal error: {error!r}"
     status = error.status if isinstance(error, FetchError) else None
     retry_after = error.retry_after if isinstance(error, FetchError) else None
     failures = state.consecutive_failures + 1
     next_poll = next_poll_after_failure(now, source.every, failures, retry_after=retry_after)
-    store.record_failure(source.id, at=now, error=message, status=status, next_poll_at=next_poll)
-    if status == 410:  # Gone: the publisher says it will not come back
-        store.disable_source(source.id, at=now, reason=message)
+    # 410 Gone: the publisher says it will not come back.
+    batch.add(SourceFailure(source.id, now, message, status, next_poll, disable=status == 410))
     return SourceOutcome(source.id, "error", error=message)

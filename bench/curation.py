@@ -1,22 +1,28 @@
 """Benchmark: what curating one new item costs (normalize, tag, find its story), and that the cost
 does not grow with the number of stored items.
 
-    .venv/bin/python bench/curation.py [--sizes 10000,200000] [--new 500] [--append docs/benchmarks.md]
+    .venv/bin/python bench/curation.py [--sizes 10000,200000] [--new 500] [--batch 25]
+                                       [--repeats 3] [--quick] [--update-docs]
 
 Stored entries are synthetic bilingual items (English and Traditional Chinese titles and leads
-drawn from a fixed vocabulary), written straight into a temporary SQLite store with their band
-keys, at a steady 300 items a day, so the 7-day window always holds about 2,100 items whatever
-the history's length. Then `--new` fresh items go through the per-item steps of a poll:
-normalize_entry, the compiled tag rules, and assign_story (one indexed candidate query plus the
-pure decision). Not a test: nothing is asserted.
+drawn from a fixed vocabulary), written straight into a temporary SQLite store with their
+fingerprints and band keys, at a steady 300 items a day, so the 7-day window always holds about
+2,100 items whatever the history's length. Then `--new` fresh items go through the per-item
+steps of a poll: normalize_entry and the compiled tag rules one by one, then story grouping
+(`assign_stories`: each fingerprinted once, one batched candidate lookup, the pure decision) in
+batches of `--batch`, as one poll of one source does; a batch's cost is shared by its items.
+Times are process CPU time (less disturbed by other processes than wall time), µs per item.
+The last stdout line is JSON for bench/run.py. Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -37,7 +43,7 @@ from aggregator.process.tag import compile_rules
 from aggregator.settings import SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
 from aggregator.store.stories import StoryKeys
-from aggregator.update import assign_story, story_item
+from aggregator.update import assign_stories, story_item
 
 PER_DAY = 300
 SOURCES = [f"source-{i}" for i in range(12)]
@@ -182,7 +188,7 @@ def fill(store: Store, count: int, rng: random.Random) -> datetime:
         entry = synthetic(rng, n, published)
         fp = fingerprint(entry.title, entry.summary_text, entry.canonical_url)
         batch.append(entry)
-        keys.append(StoryKeys(entry.id, published, fp.band_keys, fp.signature))
+        keys.append(StoryKeys(entry.id, published, fp))
         if len(batch) == 5000 or n == count - 1:
             write = PollWrite(SOURCES[0], published, 200, None, None, published, batch, (), keys)
             store.apply_poll(write)
@@ -190,31 +196,42 @@ def fill(store: Store, count: int, rng: random.Random) -> datetime:
     return published
 
 
-def measure(store: Store, after: datetime, new: int, rng: random.Random) -> dict[str, list[float]]:
+def measure(
+    store: Store, after: datetime, new: int, batch: int, rng: random.Random
+) -> dict[str, list[float]]:
+    """CPU µs per item: normalize and tag each item, then group stories a batch at a time."""
     settings = config.load(Path(__file__).resolve().parent.parent / "examples" / "demo.toml")
     tagger = compile_rules(settings.tags)
     stories = StorySettings()
     timings: dict[str, list[float]] = {"normalize": [], "tag": [], "story": [], "total": []}
-    for i in range(new):
-        raw = synthetic(rng, 10_000_000 + i, after + timedelta(minutes=i))
-        parsed = ParsedEntry(
-            guid=raw.guid,
-            link=raw.link,
-            title=raw.title,
-            summary_html=raw.summary_html,
-            published=raw.published,
-        )
-        t0 = time.perf_counter()
-        entry = normalize_entry(
-            parsed, source_id=raw.source_id, base_url=raw.link or "", first_seen=raw.published
-        )
-        t1 = time.perf_counter()
-        tagger.tags_for(entry, source_name=raw.source_id, source_tags=())
-        t2 = time.perf_counter()
-        assign_story(store, story_item(entry), stories)
-        t3 = time.perf_counter()
-        for name, value in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
-            timings[name].append(value * 1e6)
+    clock = time.process_time
+    for start in range(0, new, batch):
+        entries, before_story = [], []
+        for i in range(start, min(new, start + batch)):
+            raw = synthetic(rng, 10_000_000 + i, after + timedelta(minutes=i))
+            parsed = ParsedEntry(
+                guid=raw.guid,
+                link=raw.link,
+                title=raw.title,
+                summary_html=raw.summary_html,
+                published=raw.published,
+            )
+            t0 = clock()
+            entry = normalize_entry(
+                parsed, source_id=raw.source_id, base_url=raw.link or "", first_seen=raw.published
+            )
+            t1 = clock()
+            tagger.tags_for(entry, source_name=raw.source_id, source_tags=())
+            t2 = clock()
+            entries.append(entry)
+            timings["normalize"].append((t1 - t0) * 1e6)
+            timings["tag"].append((t2 - t1) * 1e6)
+            before_story.append((t2 - t0) * 1e6)
+        t3 = clock()
+        assign_stories(store, [story_item(e) for e in entries], stories)
+        share = (clock() - t3) * 1e6 / len(entries)
+        timings["story"] += [share] * len(entries)
+        timings["total"] += [spent + share for spent in before_story]
     return timings
 
 
@@ -223,60 +240,118 @@ def describe(values: list[float]) -> str:
     return f"median {statistics.median(values):6.0f} µs  p5 {q[0]:6.0f}  p95 {q[-1]:6.0f}"
 
 
+def story_bytes(path: Path) -> int:
+    """Bytes of the story-matching tables and their indexes (SQLite's dbstat)."""
+    conn = sqlite3.connect(path)
+    try:
+        query = (
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE 'entry_bands%'"
+            " OR name LIKE 'entry_signatures%' OR name LIKE 'sqlite_autoindex_entry_signatures%'"
+        )
+        return int(conn.execute(query).fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,200000")
-    parser.add_argument("--new", type=int, default=500)
-    parser.add_argument("--append", metavar="FILE", help="append the results to this Markdown file")
+    parser.add_argument(
+        "--sizes", help="stored entries to compare (10000,200000; quick 2000,20000)"
+    )
+    parser.add_argument("--new", type=int, help="new items measured per repeat (500; quick 200)")
+    parser.add_argument("--batch", type=int, default=25, help="new items per poll (25)")
+    parser.add_argument("--repeats", type=int, help="repeats per size (3; quick 1)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: check the harness")
+    parser.add_argument("--update-docs", action="store_true", help="rewrite this script's section")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes_text = args.sizes or ("2000,20000" if args.quick else "10000,200000")
+    sizes = [int(s) for s in sizes_text.split(",")]
+    new = args.new or (200 if args.quick else 500)
+    repeats = args.repeats or (1 if args.quick else 3)
     opencc.OpenCC("hk2s")  # warm the converter outside the timings
     lines: list[str] = []
+    totals: dict[int, list[float]] = {}
     for size in sizes:
         rng = random.Random(size)
         with tempfile.TemporaryDirectory() as tmp:
-            store = Store(Path(tmp) / "bench.db")
+            path = Path(tmp) / "bench.db"
+            store = Store(path)
             store.sync_sources(
                 [SourceSettings(id=s, url=f"https://{s}.example/", name=s) for s in SOURCES], T0
             )
             started = time.perf_counter()
             last = fill(store, size, rng)
             filled = time.perf_counter() - started
-            measure(store, last, 50, rng)  # warm caches
-            timings = measure(store, last, args.new, rng)
-            db_mb = (Path(tmp) / "bench.db").stat().st_size / 1e6
+            measure(store, last, 50, args.batch, rng)  # warm caches
+            runs = [measure(store, last, new, args.batch, rng) for _ in range(repeats)]
             store.close()
-        lines.append(f"stored {size:>7,} (filled in {filled:.0f} s, db {db_mb:.0f} MB):")
-        for name, values in timings.items():
-            lines.append(f"  {name:<9} {describe(values)}")
+            db_mb = path.stat().st_size / 1e6
+            per_entry = story_bytes(path) / size
+        totals[size] = [statistics.median(run["total"]) for run in runs]
+        lines.append(
+            f"stored {size:>7,} (filled in {filled:.0f} s, db {db_mb:.0f} MB,"
+            f" story tables {per_entry:.0f} bytes/entry):"
+        )
+        for name in runs[0]:
+            lines.append(f"  {name:<9} {describe([v for run in runs for v in run[name]])}")
+        lines.append(
+            "  total, median of each repeat: " + ", ".join(f"{m:.0f}" for m in totals[size]) + " µs"
+        )
     print("\n".join(lines))
-    if args.append:
-        _append(Path(args.append), lines, args)
+    if args.update_docs:
+        update_docs(lines, args.batch, sizes, new, repeats)
+    figures: list[dict[str, object]] = [
+        {
+            "name": f"curate one new item, {size:,} stored (normalize + tag + story)",
+            "unit": "µs CPU",
+            "median": round(statistics.median(totals[size]), 1),
+            "min": round(min(totals[size]), 1),
+            "max": round(max(totals[size]), 1),
+            "target": "well under 1,000; flat with the history",
+            "better": "lower",
+        }
+        for size in sizes
+    ]
+    growth = statistics.median(totals[sizes[-1]]) / statistics.median(totals[sizes[0]])
+    figures[-1]["note"] = f"{growth:.2f}x the cost at {sizes[0]:,} stored"
+    print(json.dumps(figures, ensure_ascii=False))
 
 
-def _append(path: Path, lines: list[str], args: argparse.Namespace) -> None:
-    import sqlite3
+SECTION_START = "<!-- bench:curation:start -->"
+SECTION_END = "<!-- bench:curation:end -->"
 
+
+def update_docs(lines: list[str], batch: int, sizes: list[int], new: int, repeats: int) -> None:
+    """Rewrite the measured block of this script's section in docs/benchmarks.md."""
+    path = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    header = [
-        "",
-        f"## Curation cost per new item ({datetime.now(UTC):%Y-%m-%d})",
-        "",
-        f"`.venv/bin/python bench/curation.py --sizes {args.sizes} --new {args.new}`",
+    command = (
+        f"`.venv/bin/python bench/curation.py --sizes {','.join(map(str, sizes))} --new {new}"
+        f" --batch {batch} --repeats {repeats} --update-docs`"
+    )
+    block = [
+        SECTION_START,
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {command}",
         "",
         f"Machine: {os.cpu_count()} CPUs (nproc), {memory:.1f} GiB memory, {platform.platform()};"
         f" Python {platform.python_version()}, SQLite {sqlite3.sqlite_version},"
-        f" opencc {getattr(opencc, '__version__', '?')}.",
-        f"Synthetic bilingual items at {PER_DAY} a day (the 7-day window holds ~{PER_DAY * 7}).",
-        "normalize = normalize_entry; tag = compiled rules of examples/demo.toml; story = the",
-        "candidate query (one indexed statement) plus the pure decision.",
+        f" opencc {getattr(opencc, '__version__', '?')}; load average"
+        f" {os.getloadavg()[0]:.1f} at the end.",
         "",
         "```",
         *lines,
         "```",
+        SECTION_END,
     ]
-    with path.open("a", encoding="utf-8") as out:
-        out.write("\n".join(header) + "\n")
+    text = path.read_text(encoding="utf-8")
+    if SECTION_START in text and SECTION_END in text:
+        before, rest = text.split(SECTION_START, 1)
+        text = before + "\n".join(block) + rest.split(SECTION_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

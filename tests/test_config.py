@@ -215,3 +215,13 @@ def test_shipped_and_demo_configs_are_valid() -> None:
         settings = config.load(path)
         assert settings.publish.topic is not None
         assert settings.sources
+
+
+def test_lines_inside_a_multiline_array_are_not_table_headers(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'none = ["horse racing"]',
+        'any = [\n  ["x"]\n]\nnone = [\n  "horse racing",\n  "[sic]",\n]\nevry = 1',
+    )
+    error = error_for(tmp_path, text)
+    line = text.splitlines().index("evry = 1") + 1
+    assert f":{line}: tags.hk-mainland-science.evry: unknown key" in str(error)

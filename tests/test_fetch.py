@@ -599,3 +599,128 @@ def test_host_spacing_is_read_from_the_config(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}:4: fetch.host_spacing: must be zero or more"
     path.write_text("")
     assert config.load(path).fetch.host_spacing == 1.0
+
+
+# --- the HTTP/1.1 client (http1.py) ----------------------------------------------------------
+
+
+def test_parse_target_encodes_what_the_wire_needs() -> None:
+    from aggregator.http1 import parse_target
+
+    target = parse_target("https://User:p%40ss@新聞.example/路徑/a b?q=香港#frag")
+    assert target.origin == ("https", "xn--efvv70d.example", 443)
+    assert target.host_header == "xn--efvv70d.example"
+    assert target.request_target == "/%E8%B7%AF%E5%BE%91/a%20b?q=%E9%A6%99%E6%B8%AF"
+    assert target.authorization == "Basic VXNlcjpwQHNz"  # User:p@ss
+    plain = parse_target("http://[::1]:8080")
+    assert (plain.host, plain.port, plain.host_header) == ("::1", 8080, "[::1]:8080")
+    assert plain.request_target == "/" and plain.authorization is None
+    for bad in ("http://[::1/feed", "http://host:port/", "http:///feed", "ftp://host/"):
+        with pytest.raises(FetchError, match="invalid URL"):
+            parse_target(bad)
+
+
+def test_chunked_gzip_body_and_credentials_from_the_url(http_server: FeedServer) -> None:
+    def chunked(handler: BaseHTTPRequestHandler) -> None:
+        body = gzip.compress(FEED)
+        for start in range(0, len(body), 7):
+            piece = body[start : start + 7]
+            handler.wfile.write(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+        handler.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
+
+    http_server.routes["/feed"] = Response(
+        200,
+        headers={"Transfer-Encoding": "chunked", "Content-Encoding": "gzip"},
+        stream=chunked,
+    )
+    url = http_server.url("/feed").replace("http://", "http://reader:secret@")
+    assert fetch(url).content == FEED
+    assert http_server.hits_for("/feed")[0].headers["authorization"] == "Basic cmVhZGVyOnNlY3JldA=="
+
+
+def test_body_delimited_by_the_end_of_the_connection(http_server: FeedServer) -> None:
+    http_server.routes["/feed"] = Response(200, stream=lambda handler: handler.wfile.write(FEED))
+    assert fetch(http_server.url("/feed")).content == FEED
+
+
+def test_validator_with_a_line_break_is_not_sent(http_server: FeedServer) -> None:
+    http_server.routes["/feed"] = Response(200, FEED)
+    fetch(http_server.url("/feed"), etag='"v1"\r\nX-Injected: 1')
+    assert "x-injected" not in http_server.hits_for("/feed")[0].headers
+
+
+class CountingServer:
+    """A raw asyncio HTTP/1.1 server: counts connections; may hang up after every answer."""
+
+    def __init__(self, *, hang_up: bool) -> None:
+        self.connections = 0
+        self.hang_up = hang_up
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n')
+                await writer.drain()
+                if self.hang_up:  # without saying "Connection: close": a stale keep-alive
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("hang_up", [False, True])
+def test_keep_alive_reuses_one_connection_and_survives_a_stale_one(hang_up: bool) -> None:
+    counting = CountingServer(hang_up=hang_up)
+
+    async def go() -> list[FetchResult]:
+        server = await asyncio.start_server(counting.answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/feed"
+        results = []
+        async with server, Fetcher(SETTINGS) as fetcher:
+            for _ in range(3):
+                results.append(await fetcher.fetch(FetchRequest("s", url, '"v1"')))
+                await asyncio.sleep(0.01)  # lets the hang-up arrive first
+        return results
+
+    assert all(result.not_modified for result in run(go()))
+    assert counting.connections == (3 if hang_up else 1)
+
+
+def test_a_proxy_from_the_environment_is_used(
+    http_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", http_server.url(""))
+    http_server.routes["http://feeds.example.test/rss"] = Response(200, FEED)
+    assert fetch("http://feeds.example.test/rss").content == FEED
+
+
+def test_https_certificate_is_verified(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    async def go() -> FetchError:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        async with server, Fetcher(SETTINGS) as fetcher:
+            with pytest.raises(FetchError) as info:
+                await fetcher.fetch(FetchRequest("s", f"https://127.0.0.1:{port}/feed"))
+        return info.value
+
+    assert str(run(go())).startswith("TLS certificate verification failed")

@@ -398,3 +398,26 @@ def test_normalize_sanitizes_the_summary() -> None:
         '<p>Hi <a href="https://x.example/more" rel="noopener noreferrer">more</a></p>'
     )
     assert entry.summary_text == "Hi more"
+
+
+def test_normalize_hash_does_not_depend_on_attribute_order() -> None:
+    # feedparser sorts a summary's attributes, the lxml fast path keeps them as written: the
+    # same item must get the same content hash either way, or every poll would "update" it.
+    normalize = partial(
+        normalize_entry, source_id="s", base_url="https://x.example/", first_seen=FIRST_SEEN
+    )
+    written = normalize(
+        _parsed(
+            guid="g",
+            title="t",
+            summary_html='<img src="/a.jpg" alt="A"><a title="T" href="/">x</a>',
+        )
+    )
+    sorted_ = normalize(
+        _parsed(
+            guid="g",
+            title="t",
+            summary_html='<img alt="A" src="/a.jpg"><a href="/" title="T">x</a>',
+        )
+    )
+    assert written == sorted_

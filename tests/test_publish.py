@@ -24,6 +24,7 @@ from aggregator.publish import (
     ATOM_FILE,
     INDEX_FILE,
     JSON_FILE,
+    MANIFEST_FILE,
     RSS_FILE,
     SiteData,
     chart_bars,
@@ -284,7 +285,8 @@ def test_publish_writes_the_feeds_and_the_site(public: Path) -> None:
         "tags/hk-mainland-science.html",
         "tags/official.html",
     } <= names
-    assert not [n for n in names if "/." in n or n.startswith(".")]  # no temp files left
+    hidden = [n for n in names if "/." in n or n.startswith(".")]
+    assert hidden == [MANIFEST_FILE]  # and no temp files left
 
 
 # --- Atom and RSS ---------------------------------------------------------------------------

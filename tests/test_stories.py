@@ -15,7 +15,7 @@ from aggregator.models import Entry
 from aggregator.process.dedupe import fingerprint
 from aggregator.settings import SourceSettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.stories import StoryKeys
+from aggregator.store.stories import BAND_HITS, CandidateQuery, StoryKeys
 from tests.feedmaker import Item, rss
 from tests.servers import FeedServer, Response
 
@@ -141,7 +141,7 @@ def test_poll_groups_one_event_and_keeps_look_alikes_apart(
     db = sqlite3.connect(data_dir / "aggregator.db")
     # Three spellings of one SCMP address are one entry; every entry has its band keys.
     assert db.execute("SELECT count(*) FROM entries WHERE source_id = 'scmp'").fetchone()[0] == 1
-    assert db.execute("SELECT count(DISTINCT entry_id) FROM entry_bands").fetchone()[0] == 5
+    assert db.execute("SELECT count(DISTINCT fp_id) FROM entry_bands").fetchone()[0] == 5
     assert db.execute("SELECT count(*) FROM entry_signatures").fetchone()[0] == 5
 
 
@@ -262,8 +262,7 @@ def store(tmp_path: Path) -> Store:
 
 
 def keys_of(e: Entry) -> StoryKeys:
-    fp = fingerprint(e.title, e.summary_text, e.canonical_url)
-    return StoryKeys(e.id, e.published, fp.band_keys, fp.signature)
+    return StoryKeys(e.id, e.published, fingerprint(e.title, e.summary_text, e.canonical_url))
 
 
 def test_candidates_come_from_band_keys_within_the_window_or_the_url(store: Store) -> None:
@@ -276,23 +275,60 @@ def test_candidates_come_from_band_keys_within_the_window_or_the_url(store: Stor
     )  # fmt: skip
     store.apply_poll(write)
     fp = fingerprint(title, "", None)
-    found = store.story_candidates("new", fp.band_keys, [], NOW, timedelta(days=7))
+    by_bands = CandidateQuery("new", fp.band_keys, [], NOW)
+    by_url = CandidateQuery("new", (), ["https://x.example/a"], NOW)
+    found, found_by_url = store.story_candidates([by_bands, by_url], timedelta(days=7))
     assert [c.entry_id for c in found] == ["e1"]
-    assert found[0].signature == fp.signature and found[0].story_sources == {"s1"}
-    by_url = store.story_candidates("new", (), ["https://x.example/a"], NOW, timedelta(days=7))
-    assert [c.entry_id for c in by_url] == ["e3"]
+    assert found[0].fingerprint == fp and found[0].story_sources == {"s1"}  # stored whole
+    assert [c.entry_id for c in found_by_url] == ["e3"]
     # The query is an index range on entry_bands, not a scan of every stored entry.
     plan = " ".join(
-        row[3]
-        for row in store.conn.execute(
-            "EXPLAIN QUERY PLAN SELECT entry_id FROM entry_bands"
-            " WHERE band_key IN (1, 2) AND published BETWEEN 'a' AND 'b'"
-        )
+        row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + BAND_HITS, ("[[0, 1, 0, 9]]",))
     )
     assert "USING PRIMARY KEY" in plan or "USING COVERING INDEX" in plan
-    # Deleting an entry deletes its keys.
+    # Deleting an entry deletes its fingerprint and keys.
+    (fp_id,) = store.conn.execute(
+        "SELECT fp_id FROM entry_signatures WHERE entry_id = 'e1'"
+    ).fetchone()
     store.conn.execute("DELETE FROM entries WHERE id = 'e1'")
     assert (
-        store.conn.execute("SELECT count(*) FROM entry_bands WHERE entry_id = 'e1'").fetchone()[0]
+        store.conn.execute("SELECT count(*) FROM entry_bands WHERE fp_id = ?", (fp_id,)).fetchone()[
+            0
+        ]
         == 0
     )
+    assert (
+        store.conn.execute(
+            "SELECT count(*) FROM entry_signatures WHERE entry_id = 'e1'"
+        ).fetchone()[0]
+        == 0
+    )
+
+
+def test_migration_7_fingerprints_again_the_entries_that_had_keys(tmp_path: Path) -> None:
+    from aggregator.store.schema import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in range(1, 7):  # the shipped schema before compact story keys
+        MIGRATIONS[version](conn)
+    conn.execute("PRAGMA user_version = 6")
+    conn.execute("INSERT INTO sources (id, url, created_at) VALUES ('s1', 'u', 'x')")
+    title, lead = "Hong Kong and Shenzhen sign research funding arrangement", "Today (May 16)."
+    for entry_id in ("e1", "e2"):
+        conn.execute(
+            "INSERT INTO entries (id, source_id, title, summary_html, summary_text, published,"
+            " first_seen, last_changed, content_hash, story_id)"
+            " VALUES (?, 's1', ?, '', ?, '2024-05-16T04:30:00Z', 'x', 'x', 'h', ?)",
+            (entry_id, title, lead, entry_id),
+        )
+    conn.execute("INSERT INTO entry_signatures (entry_id, signature) VALUES ('e1', x'00')")
+    conn.close()
+    store = Store(path)
+    rows = store.conn.execute("SELECT entry_id FROM entry_signatures").fetchall()
+    assert [row[0] for row in rows] == ["e1"]  # e2 had never been grouped
+    query = CandidateQuery("new", fingerprint(title, lead, None).band_keys, [], NOW)
+    (found,) = store.story_candidates([query], timedelta(days=7))
+    assert [c.entry_id for c in found] == ["e1"]
+    assert found[0].fingerprint == fingerprint(title, lead, None)
+    store.close()

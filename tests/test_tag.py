@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -546,3 +547,48 @@ def test_terms_with_symbols_agree_with_explain(text: str, tagged: bool) -> None:
     tagger = compile_rules([SYMBOLS])
     assert (tagger.tags_for(entry(text)) == ("sym",)) is tagged
     assert tagger.explain(entry(text))[0].matched is tagged
+
+
+def test_chinese_terms_are_found_in_every_category() -> None:
+    # Categories are folded one by one: OpenCC stops at the NUL that separates fields, so
+    # folding them joined lost every category after the first once one held Chinese.
+    rule = TagRule(name="t", title="T", any=("categories:科技",))
+    tagger = compile_rules([rule])
+    assert tagger.tags_for(entry("x", categories=("香港", "科技"))) == ("t",)
+    assert tagger.tags_for(entry("x", categories=("Hong Kong", "創新科技"))) == ("t",)
+
+
+def test_fold_keeps_the_text_after_a_nul() -> None:
+    assert fold("香港\x00臺灣 ABC\x00衞生") == "香港\x00台湾 abc\x00卫生"
+
+
+SCORED = TagRule(
+    name="scored",
+    title="Scored",
+    all=(("Hong Kong", "香港", "HK"), ("science", "科學", "regex:\\blabs?\\b")),
+    any=("title:Shenzhen", "深圳", "cross-boundary"),
+    weights=(("title", 3.0), ("summary", 0.1), ("categories", 0.7)),
+    min_score=3.4,
+)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        entry("Hong Kong science park", "深圳 labs and HK science", ("科學",)),
+        entry("香港科學園", "深圳 lab; cross-boundary science", ("Hong Kong",)),
+        entry("HK lab", "深圳", ()),
+        entry("Shenzhen", "Hong Kong-Shenzhen science, science and cross-boundary labs", ()),
+        entry("Hong Kong", "science", ("深圳", "Shenzhen")),
+    ],
+)
+def test_score_is_the_sum_explain_shows(item: Entry) -> None:
+    # The tagger scores without building matches; it must add up what explain lists, exactly:
+    # a min_score of exactly that sum tags the item, the next float above it does not.
+    [explained] = compile_rules([SCORED]).explain(item)
+    points = [m.points for g in (*explained.all, explained.any) if g is not None for m in g.matches]
+    assert explained.score == sum(points) > 0
+    at = compile_rules([replace(SCORED, min_score=explained.score)])
+    above = compile_rules([replace(SCORED, min_score=math.nextafter(explained.score, math.inf))])
+    assert at.tags_for(item) == ("scored",)
+    assert above.tags_for(item) == ()

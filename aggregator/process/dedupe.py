@@ -1,10 +1,12 @@
 """Which stored story a new entry belongs to (pure): fingerprints, MinHash band keys, the decision.
 
 An entry's fingerprint holds its shingles (content words of Latin script, character bigrams of
-Chinese after Traditional -> Simplified), a MinHash signature cut into LSH band keys, the numbers
-in its title, the dates it mentions and its government release number. The store indexes the
-band keys, so the candidates for a new entry come from one indexed query; `choose_story` then
-decides, conservatively, because a false merge hides news while a missed one only repeats it:
+Chinese after Traditional -> Simplified) as 32-bit hashes, a MinHash signature cut into LSH band
+keys, the numbers in its title, the dates it mentions and its government release number. It is
+computed once, when the entry arrives, and stored: candidates are compared from their stored
+fingerprints, never re-shingled. The store indexes the band keys, so the candidates for a poll's
+new entries come from a few indexed queries; `choose_story` then decides, conservatively,
+because a false merge hides news while a missed one only repeats it:
 
 1. the same canonical URL is the same article: same story;
 2. the English and Chinese versions of one HKSAR press release (info.gov.hk, same day, the
@@ -21,7 +23,7 @@ import dataclasses
 import re
 import unicodedata
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -35,11 +37,13 @@ ROWS = 2  # hashes per band: two, so pairs with Jaccard 0.3 still share a band (
 NUM_HASHES = BANDS * ROWS
 UNDATED_GAP = timedelta(hours=36)  # items naming no date must be this close to be one event
 DEFAULT_THRESHOLD = 0.3
-SCREEN_MARGIN = 0.1  # candidates whose estimated similarity is this far below are not verified
 _VALUE_MASK = (1 << 20) - 1  # signature values: 20 bits, plus the densification distance above
 _BIN_MASK = NUM_HASHES - 1  # NUM_HASHES is a power of two
 _EMPTY = 1 << 62
 _MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_BAND_BITS = 26  # band keys: band index above 26 bits of the band's values, hashed (< 2**31)
+_BAND_VALUE_MASK = (1 << _BAND_BITS) - 1
 DEFAULT_WINDOW = timedelta(days=7)
 
 _LATIN_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
@@ -96,8 +100,8 @@ class Release:
 class Fingerprint:
     """What story matching compares about one entry."""
 
-    shingles: frozenset[str]
-    signature: tuple[int, ...]  # NUM_HASHES MinHash values, each below 2**25
+    shingles: frozenset[int]  # shingle hashes (CRC-32 of each shingle): the exact Jaccard
+    signature: tuple[int, ...]  # NUM_HASHES MinHash values, each below 2**26
     title_numbers: frozenset[str]
     dates: frozenset[tuple[int, int]]  # (month, day) mentioned in the title or the lead
     release: Release | None
@@ -120,7 +124,7 @@ class StoryItem:
     canonical_url: str | None = None
     story_id: str | None = None  # the stored story (candidates); None for the new entry
     story_sources: frozenset[str] = frozenset()  # every source already in that story
-    signature: tuple[int, ...] = ()  # stored MinHash signature (candidates), for a cheap screen
+    fingerprint: Fingerprint | None = None  # stored (candidates): compared, never recomputed
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +142,10 @@ def fingerprint(title: str, lead: str, canonical_url: str | None) -> Fingerprint
     """The fingerprint of an entry from its title, plain-text summary and canonical URL."""
     title_text = _normal(title)
     text = title_text + "\n" + _normal(lead[:LEAD_CHARS])
-    found = shingles(text)
+    hashes = shingle_hashes(shingles(text))
     return Fingerprint(
-        shingles=found,
-        signature=minhash(found),
+        shingles=hashes,
+        signature=signature_of(hashes),
         title_numbers=numbers_in(title_text),
         dates=dates_in(text),
         release=release_of(canonical_url),
@@ -166,38 +170,58 @@ def shingles(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
+def shingle_hashes(found: Iterable[str]) -> frozenset[int]:
+    """Each shingle as its CRC-32: what is stored and compared (collisions are ~1 in 2**32)."""
+    return frozenset(zlib.crc32(shingle.encode("utf-8")) for shingle in found)
+
+
 def minhash(found: Iterable[str]) -> tuple[int, ...]:
+    """The MinHash signature of a set of shingles (see `signature_of`)."""
+    return signature_of(shingle_hashes(found))
+
+
+def signature_of(hashes: Iterable[int]) -> tuple[int, ...]:
     """A one-permutation MinHash signature of NUM_HASHES values (Li, Owen & Zhang 2012).
 
-    Each shingle is hashed once; the hash picks a bin and the smallest value per bin is kept.
-    Empty bins borrow from the next filled one, marked by the distance (rotation
-    densification, Shrivastava & Li 2014), so equal sets always get equal signatures.
+    Each shingle hash is spread over 64 bits once (Fibonacci hashing: CRC alone is too regular
+    to rank by); that picks a bin and the smallest value per bin is kept. Empty bins borrow
+    from the next filled one, marked by the distance (rotation densification, Shrivastava & Li
+    2014), so equal sets always get equal signatures.
     """
     bins = [_EMPTY] * NUM_HASHES
-    for shingle in found:
-        h = _mix(zlib.crc32(shingle.encode("utf-8")))
+    for crc in hashes:
+        h = (crc * _GOLDEN) & _MASK64
+        h ^= h >> 29
         index, value = h & _BIN_MASK, (h >> 40) & _VALUE_MASK
         if value < bins[index]:
             bins[index] = value
-    if all(v == _EMPTY for v in bins):
+    if min(bins) == _EMPTY:
         return ()
-    signature = []
-    for index in range(NUM_HASHES):
-        distance = 0
-        while bins[(index + distance) % NUM_HASHES] == _EMPTY:
-            distance += 1
-        signature.append(bins[(index + distance) % NUM_HASHES] + distance * (_VALUE_MASK + 1))
+    signature = [0] * NUM_HASHES
+    nearest = 0
+    # Walk twice round backwards: `nearest` is the first filled bin at or after `k`.
+    for k in range(2 * NUM_HASHES - 1, -1, -1):
+        if bins[k & _BIN_MASK] != _EMPTY:
+            nearest = k
+        if k < NUM_HASHES:
+            signature[k] = bins[nearest & _BIN_MASK] + (nearest - k) * (_VALUE_MASK + 1)
     return tuple(signature)
 
 
 def band_keys(signature: Sequence[int]) -> tuple[int, ...]:
-    """One integer per LSH band: the band's index and its ROWS values, packed (exact, no hash)."""
+    """One integer below 2**31 per LSH band: the band's index and a hash of its ROWS values.
+
+    A hash collision only adds a candidate, which is then compared exactly; at 26 bits it is
+    about one spurious candidate per ten thousand queries.
+    """
     if len(signature) != NUM_HASHES:
         return ()
-    return tuple(
-        (band << 50) | (signature[band * ROWS] << 25) | signature[band * ROWS + 1]
-        for band in range(BANDS)
-    )
+    keys = []
+    for band in range(BANDS):
+        packed = (signature[band * ROWS] << 26) | signature[band * ROWS + 1]
+        spread = ((packed * _GOLDEN) & _MASK64) >> 38
+        keys.append((band << _BAND_BITS) | (spread & _BAND_VALUE_MASK))
+    return tuple(keys)
 
 
 def estimated_jaccard(a: Sequence[int], b: Sequence[int]) -> float:
@@ -207,10 +231,11 @@ def estimated_jaccard(a: Sequence[int], b: Sequence[int]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / NUM_HASHES
 
 
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+def jaccard(a: Set[Hashable], b: Set[Hashable]) -> float:
     if not a or not b:
         return 0.0
-    return len(a & b) / len(a | b)
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)
 
 
 def numbers_in(text: str) -> frozenset[str]:
@@ -235,7 +260,7 @@ def dates_in(text: str) -> frozenset[tuple[int, int]]:
 
 def release_of(url: str | None) -> Release | None:
     """The release number in an info.gov.hk press release address, if it is one."""
-    if not url:
+    if not url or "/gia/general/" not in url:
         return None
     parts = urlsplit(url)
     if (parts.hostname or "") != _RELEASE_HOST:
@@ -303,7 +328,7 @@ def choose_story(
     """The stored story `new` belongs to, or None when it starts its own (see the module doc)."""
     new_fp = new_fingerprint or fingerprint(new.title, new.lead, new.canonical_url)
     ordered = sorted(candidates, key=lambda c: (c.published, c.entry_id))
-    strong = _publisher_link(new, ordered)
+    strong = _publisher_link(new, new_fp, ordered)
     similar = _most_similar(new, new_fp, ordered, threshold, window)
     if strong is None:
         return similar
@@ -320,13 +345,17 @@ def choose_story(
     return dataclasses.replace(strong, merges=(similar.story_id,))
 
 
-def _publisher_link(new: StoryItem, ordered: Sequence[StoryItem]) -> StoryMatch | None:
+def _publisher_link(
+    new: StoryItem, new_fp: Fingerprint, ordered: Sequence[StoryItem]
+) -> StoryMatch | None:
     """The first candidate the publisher says is the same item: same URL, or language version."""
     for other in ordered:
         if other.entry_id == new.entry_id or other.story_id is None:
             continue
         if new.canonical_url and other.canonical_url == new.canonical_url:
             return StoryMatch(other.story_id, "same-url", 1.0, other.entry_id)
+        if new_fp.release is None:
+            continue  # only a press release has a language version
         if is_language_version(new.canonical_url, new.title, other.canonical_url, other.title):
             return StoryMatch(other.story_id, "language-version", 1.0, other.entry_id)
     return None
@@ -348,11 +377,7 @@ def _most_similar(
             continue  # a source does not tell one event twice
         if abs(new.published - other.published) > window:
             continue
-        if other.signature and new_fp.signature:
-            estimate = estimated_jaccard(new_fp.signature, other.signature)
-            if estimate < threshold - SCREEN_MARGIN:
-                continue  # cheap screen before the exact score
-        other_fp = fingerprint(other.title, other.lead, other.canonical_url)
+        other_fp = other.fingerprint or fingerprint(other.title, other.lead, other.canonical_url)
         score = jaccard(new_fp.shingles, other_fp.shingles)
         if score < threshold or (best is not None and score <= best.score):
             continue
@@ -372,12 +397,6 @@ def _normal(text: str) -> str:
     if _CJK_RUN.search(text):
         text = _converter().convert(text)
     return text
-
-
-def _mix(value: int) -> int:
-    """Spread CRC-32's bits over 64 (Fibonacci hashing): CRC alone is too regular to rank by."""
-    value = (value * 0x9E3779B97F4A7C15) & _MASK64
-    return value ^ (value >> 29)
 
 
 def _stem(word: str) -> str:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 from w3lib.url import canonicalize_url, url_query_cleaner
 
 from aggregator.models import Entry, ParsedEntry
-from aggregator.process.sanitize import clean_html, html_to_text, text_to_html
+from aggregator.process.sanitize import clean_html, html_to_text, sanitized_text, text_to_html
 from aggregator.process.text import fold
 
 UNTITLED = "(untitled)"
@@ -108,7 +108,7 @@ def normalize_entry(
     """Clean, identify and date one entry. `base_url` is the feed's final URL."""
     first_seen = _as_utc(first_seen)
     summary_html = clean_html(text_to_html(parsed.summary_html), base_url=base_url)
-    summary_text = html_to_text(summary_html)
+    summary_text = sanitized_text(summary_html)
     title_text = html_to_text(parsed.title)
     title = title_text or summary_text[:TITLE_FROM_SUMMARY_CHARS].rstrip() or UNTITLED
     link = absolute_link(parsed.link, base_url)

@@ -27,7 +27,11 @@ CJK_RANGES = (
 """Character ranges, ready to put inside a regex character class."""
 
 _CJK_CHAR = re.compile(f"[{CJK_RANGES}]")
-_WHITESPACE = re.compile(r"\s+")
+# Full-width ASCII (！ to ～) and the ideographic space: what keeps most Chinese text from being
+# NFKC already. Each maps to its whole compatibility decomposition, so swapping them first
+# leaves the NFKC result exactly as it was.
+_FULL_WIDTH = re.compile("[\uff01-\uff5e\u3000]")
+_HALF_WIDTH = {chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)} | {"\u3000": " "}
 
 
 def fold(text: str) -> str:
@@ -37,12 +41,30 @@ def fold(text: str) -> str:
     The one place deciding which spellings are equal, so rules and entries are always folded
     alike. Folding may change the length of CJK text (OpenCC converts some phrases whole).
     """
-    return to_simplified(unicodedata.normalize("NFKC", text)).casefold()
+    return to_simplified(nfkc(text)).casefold()
+
+
+def nfkc(text: str) -> str:
+    """unicodedata.normalize("NFKC", text), skipping the (slow) full normalization when text
+    is already normalized once full-width forms are swapped for ASCII."""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    text = _FULL_WIDTH.sub(_half_width, text)
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
+def _half_width(match: re.Match[str]) -> str:
+    return _HALF_WIDTH[match.group()]
 
 
 def to_simplified(text: str) -> str:
     """Traditional Chinese characters and phrases in `text` as Simplified; the rest unchanged."""
-    return _to_simplified().convert(text) if has_cjk(text) else text
+    if not has_cjk(text):
+        return text
+    if "\x00" in text:  # OpenCC stops at a NUL: convert what lies between them
+        return "\x00".join(map(to_simplified, text.split("\x00")))
+    converted: str = _to_simplified().convert(text)
+    return converted
 
 
 @cache
@@ -58,4 +80,5 @@ def has_cjk(text: str) -> bool:
 
 def collapse_whitespace(text: str) -> str:
     """Runs of any Unicode whitespace become one space; ends are stripped."""
-    return _WHITESPACE.sub(" ", text).strip()
+    # str.split() and re's \s agree on what whitespace is (str.isspace); split is ~4x faster.
+    return " ".join(text.split())

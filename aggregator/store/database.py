@@ -58,4 +58,4 @@ def to_db_time(value: datetime | None) -> str | None:
 def from_db_time(value: str | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(value)  # ~10x faster than strptime; "Z" reads as UTC

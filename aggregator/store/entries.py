@@ -12,6 +12,7 @@ from aggregator.checkpoints import checkpoint
 from aggregator.models import Entry, StoredEntry, Story
 from aggregator.process.stories import build_story
 from aggregator.store.database import from_db_time, to_db_time, transaction
+from aggregator.store.sources import write_success_state
 from aggregator.store.stories import StoryKeys, merge_stories, write_story_keys
 
 
@@ -50,19 +51,7 @@ class EntriesStore:
             write_story_keys(conn, write.story_keys)
             merge_stories(conn, write.story_merges)
             checkpoint("store")  # crash tests: a kill here must roll the whole poll back
-            conn.execute(
-                "UPDATE sources SET etag = ?, last_modified = ?, last_status = ?,"
-                " last_success_at = ?, last_error = NULL, consecutive_failures = 0,"
-                " next_poll_at = ? WHERE id = ?",
-                (
-                    write.etag,
-                    write.last_modified,
-                    write.status,
-                    to_db_time(write.at),
-                    to_db_time(write.next_poll_at),
-                    write.source_id,
-                ),
-            )
+            write_success_state(conn, write)
 
     def content_hashes(self, entry_ids: Sequence[str]) -> dict[str, str]:
         """The stored content hash of each of these entries that exists."""

@@ -178,6 +178,41 @@ def _v4_story_keys(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v7_compact_story_keys(conn: sqlite3.Connection) -> None:
+    """Story matching keeps each entry's whole fingerprint, compactly, so candidates are
+    compared without being fingerprinted again: the signature, the shingle hashes, the numbers
+    of the title and the dates named. Band rows shrink: 31-bit keys, the publication time as
+    Unix seconds and an integer reference instead of two texts. Entries that had keys are
+    fingerprinted again here, once."""
+    from aggregator.store.stories import rebuild_story_keys  # the store imports this module
+
+    run_script(
+        conn,
+        """
+        DROP TABLE entry_bands;
+        ALTER TABLE entry_signatures RENAME TO old_entry_signatures;
+
+        CREATE TABLE entry_signatures (
+            fp_id INTEGER PRIMARY KEY,
+            entry_id TEXT NOT NULL UNIQUE REFERENCES entries(id) ON DELETE CASCADE,
+            signature BLOB NOT NULL,           -- MinHash values, 4 bytes each, little-endian
+            shingles BLOB NOT NULL,            -- sorted CRC-32 of each shingle, 4 bytes each
+            title_numbers TEXT NOT NULL,       -- space-separated digit strings
+            dates TEXT NOT NULL                -- space-separated month-day pairs: "5-16 5-17"
+        );
+        CREATE TABLE entry_bands (
+            band_key INTEGER NOT NULL,
+            published INTEGER NOT NULL,        -- Unix seconds, so the window is an index range
+            fp_id INTEGER NOT NULL REFERENCES entry_signatures(fp_id) ON DELETE CASCADE,
+            PRIMARY KEY (band_key, published, fp_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX entry_bands_by_fp ON entry_bands(fp_id);
+        """,
+    )
+    rebuild_story_keys(conn)
+    conn.execute("DROP TABLE old_entry_signatures")
+
+
 # Schema version -> the migration that reaches it. Add new ones with the next number; never
 # edit one that has shipped.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
@@ -187,6 +222,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     4: _v4_story_keys,
     5: _v5_outbox,
     6: _v6_worker_state,
+    7: _v7_compact_story_keys,
 }
 LATEST = max(MIGRATIONS)
 

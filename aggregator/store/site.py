@@ -37,10 +37,18 @@ class SiteStore:
         }
 
     def tag_names(self) -> list[str]:
-        """Every tag some stored entry carries, sorted."""
-        return [
-            row[0] for row in self.conn.execute("SELECT DISTINCT tag FROM entry_tags ORDER BY tag")
-        ]
+        """Every tag some stored entry carries, sorted.
+
+        One index seek per tag (a loose index scan) rather than DISTINCT, which reads every
+        row of entry_tags: a handful of tags, millions of rows.
+        """
+        query = (
+            "WITH RECURSIVE tags(tag) AS (SELECT min(tag) FROM entry_tags"
+            " UNION ALL SELECT (SELECT min(t.tag) FROM entry_tags t WHERE t.tag > tags.tag)"
+            " FROM tags WHERE tags.tag IS NOT NULL)"
+            " SELECT tag FROM tags WHERE tag IS NOT NULL"
+        )
+        return [row[0] for row in self.conn.execute(query)]
 
     def story_dates(self, tag: str) -> dict[str, datetime]:
         """Each story with an entry tagged `tag`, and its lead entry's publication time.

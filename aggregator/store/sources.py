@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from aggregator.fetch import track_permanent_redirect
 from aggregator.models import SourceState
 from aggregator.settings import SourceSettings
 from aggregator.store.database import from_db_time, to_db_time, transaction
+
+if TYPE_CHECKING:
+    from aggregator.store.entries import PollWrite
 
 RECENT_DAYS = 7
 HISTORY_SIZE = 20  # publication dates kept per source for the "silent" rule
@@ -22,6 +26,18 @@ class SourceHistory:
 
     recent_items: int  # entries first seen in the last RECENT_DAYS days
     published: tuple[datetime, ...]  # the latest publication dates, newest first
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFailure:
+    """A failed poll: the error, the next attempt (after backoff) and, for 410, disabling."""
+
+    source_id: str
+    at: datetime
+    error: str
+    status: int | None
+    next_poll_at: datetime
+    disable: bool = False  # 410 Gone: stop polling until the URL changes or `enable_source`
 
 
 class SourcesStore:
@@ -70,20 +86,36 @@ class SourcesStore:
         status: int | None,
         next_poll_at: datetime,
     ) -> None:
+        self.record_states(failures=[SourceFailure(source_id, at, error, status, next_poll_at)])
+
+    def record_states(
+        self, polls: Sequence[PollWrite] = (), failures: Sequence[SourceFailure] = ()
+    ) -> None:
+        """The fetch state of many sources in one transaction: polls that brought no entries
+        (304) and failed polls. Any entries of `polls` are not written: use `apply_poll`."""
         with transaction(self.conn) as conn:
-            conn.execute(
-                "UPDATE sources SET last_error = ?, last_error_at = ?, last_status = ?,"
-                " consecutive_failures = consecutive_failures + 1, next_poll_at = ? WHERE id = ?",
-                (error, to_db_time(at), status, to_db_time(next_poll_at), source_id),
-            )
+            for poll in polls:
+                write_success_state(conn, poll)
+            for failure in failures:
+                conn.execute(
+                    "UPDATE sources SET last_error = ?, last_error_at = ?, last_status = ?,"
+                    " consecutive_failures = consecutive_failures + 1, next_poll_at = ?"
+                    " WHERE id = ?",
+                    (
+                        failure.error,
+                        to_db_time(failure.at),
+                        failure.status,
+                        to_db_time(failure.next_poll_at),
+                        failure.source_id,
+                    ),
+                )
+                if failure.disable:
+                    _disable(conn, failure.source_id, failure.at, failure.error)
 
     def disable_source(self, source_id: str, *, at: datetime, reason: str) -> None:
         """Stop polling a source (410 Gone) until its URL changes or `enable_source`."""
         with transaction(self.conn) as conn:
-            conn.execute(
-                "UPDATE sources SET disabled_reason = ?, disabled_at = ? WHERE id = ?",
-                (reason, to_db_time(at), source_id),
-            )
+            _disable(conn, source_id, at, reason)
 
     def enable_source(self, source_id: str) -> bool:
         """Poll a disabled source again, at the next poll; False when it was not disabled."""
@@ -146,6 +178,30 @@ class SourcesStore:
 
     def source_priorities(self) -> dict[str, int]:
         return {row[0]: row[1] for row in self.conn.execute("SELECT id, priority FROM sources")}
+
+
+def write_success_state(conn: sqlite3.Connection, write: PollWrite) -> None:
+    """A successful poll's source row: new validators and next poll, errors cleared."""
+    conn.execute(
+        "UPDATE sources SET etag = ?, last_modified = ?, last_status = ?,"
+        " last_success_at = ?, last_error = NULL, consecutive_failures = 0,"
+        " next_poll_at = ? WHERE id = ?",
+        (
+            write.etag,
+            write.last_modified,
+            write.status,
+            to_db_time(write.at),
+            to_db_time(write.next_poll_at),
+            write.source_id,
+        ),
+    )
+
+
+def _disable(conn: sqlite3.Connection, source_id: str, at: datetime, reason: str) -> None:
+    conn.execute(
+        "UPDATE sources SET disabled_reason = ?, disabled_at = ? WHERE id = ?",
+        (reason, to_db_time(at), source_id),
+    )
 
 
 def _source_state(row: sqlite3.Row) -> SourceState:

@@ -1,0 +1,102 @@
+"""Microbenchmark: CPU time per item of normalize_entry and of the compiled tag rules.
+
+    .venv/bin/python bench/normalize_tag.py [--feeds 6] [--items 50] [--repeats 15]
+
+Items come from bench/corpus.py's generator (RSS and Atom; English, Traditional and Simplified
+Chinese; HTML summaries of 1-2 KB), parsed once with parse_feed; the rules are
+config/feeds.toml's. Each repeat normalizes and tags every item, timed in process CPU time (less
+disturbed by other processes than wall time); per-item figures are a repeat's total / items.
+The last line is JSON for the bench harness. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aggregator import config
+from aggregator.models import Entry, ParsedEntry
+from aggregator.parse.feeds import parse_feed
+from aggregator.process.normalize import normalize_entry
+from aggregator.process.tag import Tagger, compile_rules
+from bench.corpus import document
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST_SEEN = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def corpus(feeds: int, items: int) -> list[tuple[str, ParsedEntry]]:
+    """(feed URL, parsed entry) for every item of `feeds` generated feeds."""
+    parsed: list[tuple[str, ParsedEntry]] = []
+    for index in range(feeds):
+        url = f"https://news{index}.example.org/feed.xml"
+        feed = parse_feed(document(index, items, seed=8), url=url)
+        parsed.extend((url, entry) for entry in feed.entries)
+    return parsed
+
+
+def normalize_all(items: list[tuple[str, ParsedEntry]]) -> list[Entry]:
+    return [
+        normalize_entry(entry, source_id="bench", base_url=url, first_seen=FIRST_SEEN)
+        for url, entry in items
+    ]
+
+
+def tag_all(tagger: Tagger, entries: list[Entry]) -> None:
+    for entry in entries:
+        tagger.tags_for(entry, source_name="Bench News 新聞", source_tags=("media",))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--feeds", type=int, default=6, help="feeds (3 languages x RSS/Atom)")
+    parser.add_argument("--items", type=int, default=50, help="items per feed")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "feeds.toml")
+    args = parser.parse_args()
+    items = corpus(args.feeds, args.items)
+    tagger = compile_rules(config.load(args.config).tags)
+    entries = normalize_all(items)  # warm caches (OpenCC, regexes, nh3 cleaners)
+    tag_all(tagger, entries)
+    normalize: list[float] = []
+    tag: list[float] = []
+    for _ in range(args.repeats):
+        t0 = time.process_time_ns()
+        entries = normalize_all(items)
+        t1 = time.process_time_ns()
+        tag_all(tagger, entries)
+        t2 = time.process_time_ns()
+        normalize.append((t1 - t0) / 1e3 / len(items))
+        tag.append((t2 - t1) / 1e3 / len(items))
+    total = [n + t for n, t in zip(normalize, tag, strict=True)]
+    summary_kb = statistics.mean(len(e.summary_html.encode()) for e in entries) / 1024
+    print(
+        f"{len(items)} items ({args.feeds} feeds), mean sanitized summary {summary_kb:.1f} KB, "
+        f"{len(tagger.rules)} rules, {args.repeats} repeats, CPU µs per item:"
+    )
+    for name, values in (("normalize", normalize), ("tag", tag), ("both", total)):
+        print(
+            f"  {name:<9} median {statistics.median(values):6.1f}"
+            f"  min {min(values):6.1f}  max {max(values):6.1f}"
+        )
+    result = {
+        "name": "normalize+tag per item",
+        "unit": "µs",
+        "median": round(statistics.median(total), 1),
+        "min": round(min(total), 1),
+        "max": round(max(total), 1),
+        "target": 300,
+        "better": "lower",
+    }
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
