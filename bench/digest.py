@@ -166,6 +166,8 @@ def bench(subscribers: int, stories: int) -> None:
 def screenshots() -> None:
     from playwright.sync_api import sync_playwright
 
+    from tests.browser import CHROMIUM, LAUNCH_ARGS
+
     week = parse_week("2024-W21", "Asia/Hong_Kong")
     with tempfile.TemporaryDirectory() as tmp:
         app = prepare(Path(tmp), 25, 1, 12)
@@ -174,7 +176,7 @@ def screenshots() -> None:
         out = ROOT / "docs" / "screenshots"
         out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
             for width in (375, 600):
                 page = browser.new_page(viewport={"width": width, "height": 900})
                 page.goto(html.as_uri())
@@ -182,17 +184,6 @@ def screenshots() -> None:
                 page.close()
             browser.close()
     print(f"wrote {out}/digest-375.png and digest-600.png")
-
-
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 if __name__ == "__main__":

@@ -67,14 +67,19 @@ def ensure_venv() -> None:
         return
     lock = BENCH / "requirements.lock"
     stamp_value = hashlib.sha256(
-        lock.read_bytes() + (REPO / "pyproject.toml").read_bytes()
+        lock.read_bytes()
+        + (REPO / "pyproject.toml").read_bytes()
+        + (REPO / "requirements.lock").read_bytes()
     ).hexdigest()[:16]
     stamp = VENV / f".installed-{stamp_value}"
     if not stamp.exists():
         if not venv_python().exists():
             subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         pip = [str(venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, "-r", str(lock), "-e", str(REPO)], check=True)
+        product_lock = REPO / "requirements.lock"  # the product's own pins apply here too
+        subprocess.run(
+            [*pip, "-r", str(lock), "-c", str(product_lock), "-e", str(REPO)], check=True
+        )
         for old in VENV.glob(".installed-*"):
             old.unlink()
         stamp.touch()
@@ -512,7 +517,7 @@ def main() -> None:
         print(figure.json())
     versions = ", ".join(
         f"{name} {package_version(name)}"
-        for name in ("aggregator", "feedparser", "lxml", "httpx", "reader", "rss2email")
+        for name in ("aggregator", "feedparser", "lxml", "aiohttp", "reader", "rss2email")
     )
     context = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -16,25 +16,13 @@ from aggregator.app import App
 from aggregator.clock import FixedClock
 from aggregator.models import SourceHealth, Story
 from aggregator.serve import make_server
+from tests.browser import CHROMIUM, LAUNCH_ARGS, needs_chromium
 from tests.test_publish import make_settings, run_publish, site_data, stored, story
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 NOW = datetime(2024, 5, 24, 9, 0, tzinfo=UTC)
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)",
-)
+pytestmark = needs_chromium
 
 HEADLINES = [
     (

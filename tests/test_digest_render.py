@@ -3,26 +3,14 @@ column at 600 px, and no request leaves the page (no external CSS, fonts or scri
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-
-import pytest
 
 from aggregator.app import templates_dir
 from aggregator.digest import DigestContent, Renderer, select_sections
+from tests.browser import CHROMIUM, LAUNCH_ARGS, needs_chromium
 from tests.test_digest import PAYLOADS, TZ, W21, stored, story
 
-pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="needs /usr/bin/chromium")
-
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+pytestmark = needs_chromium
 
 
 def test_digest_fits_phone_and_desktop_widths(tmp_path: Path) -> None:
@@ -51,7 +39,7 @@ def test_digest_fits_phone_and_desktop_widths(tmp_path: Path) -> None:
     page_file.write_text(html, encoding="utf-8")
     requests: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
             for width in (375, 600):
                 page = browser.new_page(viewport={"width": width, "height": 800})

@@ -601,23 +601,41 @@ def test_host_spacing_is_read_from_the_config(tmp_path: Path) -> None:
     assert config.load(path).fetch.host_spacing == 1.0
 
 
-# --- the HTTP/1.1 client (http1.py) ----------------------------------------------------------
+# --- the wire: what aiohttp sends and reads ----------------------------------------------------
 
 
-def test_parse_target_encodes_what_the_wire_needs() -> None:
-    from aggregator.http1 import parse_target
+def test_url_host() -> None:
+    from aggregator.fetch import url_host
 
-    target = parse_target("https://User:p%40ss@新聞.example/路徑/a b?q=香港#frag")
-    assert target.origin == ("https", "xn--efvv70d.example", 443)
-    assert target.host_header == "xn--efvv70d.example"
-    assert target.request_target == "/%E8%B7%AF%E5%BE%91/a%20b?q=%E9%A6%99%E6%B8%AF"
-    assert target.authorization == "Basic VXNlcjpwQHNz"  # User:p@ss
-    plain = parse_target("http://[::1]:8080")
-    assert (plain.host, plain.port, plain.host_header) == ("::1", 8080, "[::1]:8080")
-    assert plain.request_target == "/" and plain.authorization is None
-    for bad in ("http://[::1/feed", "http://host:port/", "http:///feed", "ftp://host/"):
+    assert url_host("https://User:p%40ss@新聞.Example/路徑") == "xn--efvv70d.example"
+    assert url_host("http://[::1]:8080/feed") == "::1"
+    bad_urls = ["http://[::1/feed", "http://host:port/", "http:///feed", "ftp://host/"]
+    bad_urls += [f"http://{'a' * 64}.example/", "http://a..b/"]  # labels a resolver refuses
+    for bad in bad_urls:
         with pytest.raises(FetchError, match="invalid URL"):
-            parse_target(bad)
+            url_host(bad)
+
+
+def test_a_non_ascii_path_and_query_are_percent_encoded(http_server: FeedServer) -> None:
+    path = "/%E8%B7%AF%E5%BE%91/a%20b?q=%E9%A6%99%E6%B8%AF"
+    http_server.routes[path] = Response(200, FEED)
+    assert fetch(http_server.url("/路徑/a b?q=香港#frag")).content == FEED
+
+
+def test_cookies_are_not_kept_between_fetches(http_server: FeedServer) -> None:
+    http_server.routes["/a"] = Response(200, FEED, {"Set-Cookie": "session=1; Path=/"})
+    http_server.routes["/b"] = Response(200, FEED)
+
+    def by_name(path: str) -> str:  # a cookie jar keeps nothing for a bare IP address
+        return http_server.url(path).replace("127.0.0.1", "localhost")
+
+    async def go() -> None:
+        async with Fetcher(SETTINGS) as fetcher:
+            await fetcher.fetch(FetchRequest("a", by_name("/a")))
+            await fetcher.fetch(FetchRequest("b", by_name("/b")))
+
+    run(go())
+    assert "cookie" not in http_server.hits_for("/b")[0].headers
 
 
 def test_chunked_gzip_body_and_credentials_from_the_url(http_server: FeedServer) -> None:
@@ -697,6 +715,30 @@ def test_a_proxy_from_the_environment_is_used(
     monkeypatch.setenv("HTTP_PROXY", http_server.url(""))
     http_server.routes["http://feeds.example.test/rss"] = Response(200, FEED)
     assert fetch("http://feeds.example.test/rss").content == FEED
+
+
+def test_an_unreachable_proxy_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    error = fetch_error("http://feeds.example.test/rss")
+    assert str(error) == "cannot connect to the proxy: connection refused"
+
+
+def test_proxy_for_follows_the_environment_rules() -> None:
+    from aggregator.fetch import proxy_for
+
+    proxies = {"http": "http://proxy:3128", "all": "http://all:8080", "no": "intranet.test,.corp"}
+    assert proxy_for("http://feeds.example/rss", proxies) == "http://proxy:3128"
+    assert proxy_for("https://feeds.example/rss", proxies) == "http://all:8080"
+    assert proxy_for("http://intranet.test:8080/rss", proxies) is None
+    assert proxy_for("http://user:pw@news.corp/rss", proxies) is None
+    assert proxy_for("http://feeds.example/rss", {}) is None
+    with pytest.raises(FetchError, match="unsupported proxy"):
+        proxy_for("http://feeds.example/rss", {"http": "socks5://127.0.0.1:1080"})
 
 
 def test_https_certificate_is_verified(tmp_path: Path) -> None:
