@@ -26,7 +26,8 @@ import zlib
 from collections.abc import Hashable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
+from operator import add
 from urllib.parse import urlsplit, urlunsplit
 
 import opencc
@@ -39,6 +40,7 @@ UNDATED_GAP = timedelta(hours=36)  # items naming no date must be this close to 
 DEFAULT_THRESHOLD = 0.3
 _VALUE_MASK = (1 << 20) - 1  # signature values: 20 bits, plus the densification distance above
 _BIN_MASK = NUM_HASHES - 1  # NUM_HASHES is a power of two
+_DISTANCE_STEP = _VALUE_MASK + 1  # the densification distance sits above the value bits
 _EMPTY = 1 << 62
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -160,19 +162,27 @@ def shingles(text: str) -> frozenset[str]:
     """
     found: set[str] = set()
     for raw in _LATIN_WORD.findall(text):
-        for word in _ALIASES.get(raw, raw).split():
-            if len(word) > 1 and word not in _STOPWORDS:
-                found.add(_stem(word))
+        found.update(_word_shingles(raw))
     for run in _CJK_RUN.findall(text):
         if len(run) == 1:
             found.add(run)
-        found.update(run[i : i + 2] for i in range(len(run) - 1))
+        found.update(map(add, run[:-1], run[1:]))  # the character bigrams
     return frozenset(found)
+
+
+@lru_cache(maxsize=1 << 14)
+def _word_shingles(raw: str) -> tuple[str, ...]:
+    """The shingles of one Latin-script word: aliases spelled out, stopwords dropped, stemmed."""
+    return tuple(
+        _stem(word)
+        for word in _ALIASES.get(raw, raw).split()
+        if len(word) > 1 and word not in _STOPWORDS
+    )
 
 
 def shingle_hashes(found: Iterable[str]) -> frozenset[int]:
     """Each shingle as its CRC-32: what is stored and compared (collisions are ~1 in 2**32)."""
-    return frozenset(zlib.crc32(shingle.encode("utf-8")) for shingle in found)
+    return frozenset(map(zlib.crc32, map(str.encode, found)))  # str.encode: UTF-8
 
 
 def minhash(found: Iterable[str]) -> tuple[int, ...]:
@@ -195,16 +205,17 @@ def signature_of(hashes: Iterable[int]) -> tuple[int, ...]:
         index, value = h & _BIN_MASK, (h >> 40) & _VALUE_MASK
         if value < bins[index]:
             bins[index] = value
-    if min(bins) == _EMPTY:
+    first = next((k for k, value in enumerate(bins) if value != _EMPTY), None)
+    if first is None:
         return ()
     signature = [0] * NUM_HASHES
-    nearest = 0
-    # Walk twice round backwards: `nearest` is the first filled bin at or after `k`.
-    for k in range(2 * NUM_HASHES - 1, -1, -1):
-        if bins[k & _BIN_MASK] != _EMPTY:
-            nearest = k
-        if k < NUM_HASHES:
-            signature[k] = bins[nearest & _BIN_MASK] + (nearest - k) * (_VALUE_MASK + 1)
+    # Walk backwards from the first filled bin of the next round: `nearest` is the first filled
+    # bin at or after `k` (wrapping round), `value` its minimum.
+    nearest, value = first + NUM_HASHES, bins[first]
+    for k in range(NUM_HASHES - 1, -1, -1):
+        if bins[k] != _EMPTY:
+            nearest, value = k, bins[k]
+        signature[k] = value + (nearest - k) * _DISTANCE_STEP
     return tuple(signature)
 
 

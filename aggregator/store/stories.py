@@ -3,16 +3,20 @@ dates) and MinHash band keys, the batched candidate query, and regrouping entrie
 
 from __future__ import annotations
 
-import heapq
 import json
 import sqlite3
 import struct
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from itertools import repeat
+from operator import lshift, sub
 
 from aggregator.process.dedupe import (
+    BANDS,
     LEAD_CHARS,
     Fingerprint,
     StoryItem,
@@ -23,17 +27,29 @@ from aggregator.process.dedupe import (
 from aggregator.store.database import from_db_time, to_db_time
 
 MAX_CANDIDATES = 20
-_SLOT = 1 << 40  # band hits come back as query number * _SLOT + fp id
-# Every (query, stored entry) band hit, for probes [[query number, band key, from, to], ...],
-# as one comma-separated text: json_each drives the join, each probe one range of the
-# (band_key, published) primary key. Counting in Python beats SQLite's GROUP BY (a temporary
-# B-tree) threefold, and one text beats a row per hit.
+CANDIDATE_CACHE = 1024  # candidates kept read between polls (~12 KB each)
+# A band hit comes back as one integer: the query number above 46 bits, then bit 45 set, then
+# the fp id below 40 bits. Subtracting (shared bands << 40) from it (at most 32 << 40 = 1 << 45)
+# gives a rank that sorts by query, then most shared bands first, then fp id: one C-level sort
+# ranks every query's candidates, and bisection finds each query's first MAX_CANDIDATES.
+_QUERY_SHIFT = 46
+_COUNT_SHIFT = 40
+_FP_MASK = (1 << _COUNT_SHIFT) - 1
+_HIT_BASE = 1 << 45
+_MAX_QUERIES = 1 << 16  # per statement, so that query number << 46 stays below 2**62
+assert BANDS << _COUNT_SHIFT <= _HIT_BASE  # a pair shares at most BANDS bands
+# Every (query, stored entry) band hit, for queries [[query number, from, to, [band keys]], ...],
+# as one comma-separated text: json_each drives the join, each (query, band key) probe one range
+# of the (band_key, published) primary key. Counting in Python beats SQLite's GROUP BY (a
+# temporary B-tree) threefold, and one text beats a row per hit.
 BAND_HITS = f"""
-    WITH p AS MATERIALIZED (
-        SELECT value ->> 0 AS n, value ->> 1 AS band_key, value ->> 2 AS lo, value ->> 3 AS hi
+    WITH q AS MATERIALIZED (
+        SELECT value ->> 0 AS n, value ->> 1 AS lo, value ->> 2 AS hi, value -> 3 AS keys
           FROM json_each(?)
+    ), p AS MATERIALIZED (
+        SELECT q.n, k.value AS band_key, q.lo, q.hi FROM q, json_each(q.keys) AS k
     )
-    SELECT group_concat(p.n * {_SLOT} + b.fp_id)
+    SELECT group_concat((p.n << {_QUERY_SHIFT}) + {_HIT_BASE} + b.fp_id)
       FROM p JOIN entry_bands b ON b.band_key = p.band_key AND b.published BETWEEN p.lo AND p.hi
 """
 
@@ -130,19 +146,28 @@ class StoriesStore:
         """
         if not queries:
             return []
+        if len(queries) > _MAX_QUERIES:
+            return [
+                found
+                for start in range(0, len(queries), _MAX_QUERIES)
+                for found in self.story_candidates(queries[start : start + _MAX_QUERIES], window)
+            ]
         probes = [
-            [n, key, _epoch(q.published - window), _epoch(q.published + window)]
+            (n, _epoch(q.published - window), _epoch(q.published + window), tuple(q.band_keys))
             for n, q in enumerate(queries)
-            for key in q.band_keys
         ]
         (hits,) = self.conn.execute(BAND_HITS, (json.dumps(probes),)).fetchone()
-        shared: defaultdict[int, Counter[int]] = defaultdict(Counter)
-        for hit, count in Counter(map(int, hits.split(",") if hits else ())).items():
-            shared[hit // _SLOT][hit % _SLOT] = count
+        shared = Counter(hits.split(",") if hits else ())  # counted as text: fewer to parse
+        # query, most shared bands, fp id: see _QUERY_SHIFT (all in C: no Python per hit)
+        counts = map(lshift, shared.values(), repeat(_COUNT_SHIFT))
+        ranks = sorted(map(sub, map(int, shared.keys()), counts))
         wanted: list[set[int]] = []
         for n in range(len(queries)):
-            ranked = heapq.nsmallest(MAX_CANDIDATES, shared[n].items(), key=_most_shared_first)
-            wanted.append({fp_id for fp_id, _ in ranked})
+            start = bisect_left(ranks, n << _QUERY_SHIFT)
+            end = bisect_left(
+                ranks, (n + 1) << _QUERY_SHIFT, start, min(len(ranks), start + MAX_CANDIDATES)
+            )
+            wanted.append({rank & _FP_MASK for rank in ranks[start:end]})
         by_url: defaultdict[str, set[int]] = defaultdict(set)
         urls = sorted({u for q in queries for u in q.urls if u})
         if urls:
@@ -169,26 +194,29 @@ class StoriesStore:
         """fp id -> the candidate with its stored fingerprint and its story's sources."""
         if not fp_ids:
             return {}
-        rows = self.conn.execute(
+        cursor = self.conn.cursor()
+        cursor.row_factory = None  # plain tuples: a few hundred rows a poll, read by position
+        rows: list[_CandidateRow] = cursor.execute(
             """
             SELECT g.fp_id, e.id, e.source_id, e.title, e.published, e.canonical_url,
-                   e.story_id, g.signature, g.shingles, g.title_numbers, g.dates
+                   coalesce(e.story_id, e.id), g.signature, g.shingles, g.title_numbers, g.dates
               FROM entry_signatures g JOIN entries e ON e.id = g.entry_id
              WHERE g.fp_id IN (SELECT value FROM json_each(?))
             """,
             (json.dumps(sorted(fp_ids)),),
         ).fetchall()
-        story_ids = sorted({row["story_id"] or row["id"] for row in rows})
-        sources: dict[str, frozenset[str]] = {}
-        for story_id, members in self.conn.execute(
-            """
-            SELECT story_id, group_concat(DISTINCT source_id) FROM entries
-             WHERE story_id IN (SELECT value FROM json_each(?)) GROUP BY story_id
-            """,
-            (json.dumps(story_ids),),
-        ):
-            sources[story_id] = frozenset(members.split(","))
-        return {row["fp_id"]: _stored_candidate(row, sources) for row in rows}
+        story_ids = sorted({row[6] for row in rows})
+        sources = {
+            story_id: frozenset(members.split(","))
+            for story_id, members in cursor.execute(
+                """
+                SELECT story_id, group_concat(DISTINCT source_id) FROM entries
+                 WHERE story_id IN (SELECT value FROM json_each(?)) GROUP BY story_id
+                """,
+                (json.dumps(story_ids),),
+            )
+        }
+        return {row[0]: _stored_candidate(row, sources.get(row[6], frozenset())) for row in rows}
 
     def story_ids_of(self, entry_ids: Sequence[str]) -> dict[str, str]:
         """The stored story id of each of these entries that exists."""
@@ -248,34 +276,46 @@ def _candidate(row: sqlite3.Row) -> StoryItem:
     )
 
 
-def _stored_candidate(row: sqlite3.Row, sources: dict[str, frozenset[str]]) -> StoryItem:
-    """A candidate as stored: no text, its fingerprint unpacked instead."""
-    published = datetime.fromisoformat(row["published"])  # as to_db_time writes: 10x strptime
-    story_id = row["story_id"] or row["id"]
-    dates = (tuple(int(x) for x in d.split("-")) for d in row["dates"].split())
+# fp id, entry id, source id, title, published, canonical URL, story id, and the fingerprint:
+# signature, shingles, title numbers, dates (as write_story_keys stores them).
+_CandidateRow = tuple[int, str, str, str, str, str | None, str, bytes, bytes, str, str]
+
+
+@lru_cache(maxsize=CANDIDATE_CACHE)
+def _stored_candidate(row: _CandidateRow, story_sources: frozenset[str]) -> StoryItem:
+    """A candidate as stored: no text, its fingerprint unpacked instead.
+
+    Cached by everything it is made of (the stored row itself, so never stale): the items of
+    the window come back as candidates poll after poll, and unpacking the shingle set is most of
+    the cost of reading one.
+    """
+    _, entry_id, source_id, title, published, url, story_id, signature, shingles, numbers, dates = (
+        row
+    )
     return StoryItem(
-        entry_id=row["id"],
-        source_id=row["source_id"],
-        title=row["title"],
+        entry_id=entry_id,
+        source_id=source_id,
+        title=title,
         lead="",
-        published=published,
-        canonical_url=row["canonical_url"],
+        published=datetime.fromisoformat(published),  # as to_db_time writes: 10x strptime
+        canonical_url=url,
         story_id=story_id,
-        story_sources=sources.get(story_id, frozenset()),
+        story_sources=story_sources,
         fingerprint=Fingerprint(
-            shingles=frozenset(_unpack(row["shingles"])),
-            signature=_unpack(row["signature"]),
-            title_numbers=frozenset(row["title_numbers"].split()),
-            dates=frozenset((m, d) for m, d in dates),
-            release=release_of(row["canonical_url"]),
-            chinese=has_chinese(row["title"]),
+            shingles=frozenset(_unpack(shingles)),
+            signature=_unpack(signature),
+            title_numbers=frozenset(numbers.split()),
+            dates=frozenset(_date(d) for d in dates.split()) if dates else frozenset(),
+            release=release_of(url),
+            chinese=has_chinese(title),
         ),
     )
 
 
-def _most_shared_first(hit: tuple[int, int]) -> tuple[int, int]:
-    fp_id, shared = hit
-    return -shared, fp_id
+def _date(text: str) -> tuple[int, int]:
+    """(5, 16) from "5-16"."""
+    month, _, day = text.partition("-")
+    return int(month), int(day)
 
 
 def _epoch(when: datetime) -> int:
