@@ -289,8 +289,15 @@ def _stories(data: Any, read: _Reader) -> StorySettings:
 
 
 def _fetch(data: Any, read: _Reader) -> FetchSettings:
-    keys = {"timeout", "deadline", "max_bytes", "concurrency", "per_host", "user_agent"}
-    keys.add("host_spacing")
+    keys = {
+        "timeout",
+        "deadline",
+        "max_bytes",
+        "concurrency",
+        "per_host",
+        "host_spacing",
+        "user_agent",
+    }
     table = read.table(data, "fetch", keys)
     default = FetchSettings()
     settings = FetchSettings(
