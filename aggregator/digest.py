@@ -4,15 +4,17 @@ and the email message with safe headers. No database, no network; digest_run.py 
 from __future__ import annotations
 
 import re
+import secrets
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime, parseaddr
+from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -311,11 +313,19 @@ class RenderedDigest:
 
 @dataclass
 class Renderer:
-    """The digest templates and the CSS inliner, loaded once and reused for every subscriber."""
+    """The digest templates and the CSS inliner, loaded once and reused for every subscriber.
+
+    Rendering and inlining are done once per distinct content (same sections, warnings and
+    period): the per-subscriber values (subject, unsubscribe URL, name) are rendered as random
+    slot tokens, and each is replaced in the inlined HTML, escaped for where it appears, and
+    in the text as is. Values that the HTML parser would rewrite (control characters, lone
+    surrogates) take the full render instead, so the output is the same either way."""
 
     templates_dir: Path
     _env: jinja2.Environment = field(init=False)
     _inliner: css_inline.CSSInliner = field(init=False)
+    _slots: tuple[str, str, str] = field(init=False)
+    _shapes: dict[DigestContent, _Shape] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._env = jinja2.Environment(
@@ -328,12 +338,130 @@ class Renderer:
         )
         # @media rules cannot be inlined; they stay in a <style> for clients that read it.
         self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+        # Letters and digits only: nothing for Jinja or the inliner to escape or split.
+        nonce = secrets.token_hex(12)
+        self._slots = (f"zslotsubj{nonce}z", f"zsloturl{nonce}z", f"zslotname{nonce}z")
 
     def render(self, content: DigestContent, subject_template: str) -> RenderedDigest:
-        values = {"digest": content, "subject": subject_of(subject_template, content)}
+        subject = subject_of(subject_template, content)
+        values = (subject, content.unsubscribe_url, content.recipient_name)
+        if not all(v is None or _fill_safe(v, self._slots) for v in values):
+            return self._render_full(content, subject)
+        subject_slot, url_slot, name_slot = self._slots
+        shared = replace(
+            content,
+            unsubscribe_url=None if content.unsubscribe_url is None else url_slot,
+            recipient_name=None if content.recipient_name is None else name_slot,
+        )
+        shape = self._shapes.get(shared)
+        if shape is None:
+            html = self._env.get_template("digest.html").render(digest=shared, subject=subject_slot)
+            text = self._env.get_template("digest.txt").render(digest=shared, subject=subject_slot)
+            shape = _Shape.of(self._inliner.inline(html), text, self._slots)
+            if len(self._shapes) >= 256:
+                self._shapes.clear()
+            self._shapes[shared] = shape
+        filled = {slot: value or "" for slot, value in zip(self._slots, values, strict=True)}
+        return RenderedDigest(subject, shape.fill_text(filled), shape.fill_html(filled))
+
+    def _render_full(self, content: DigestContent, subject: str) -> RenderedDigest:
+        values = {"digest": content, "subject": subject}
         html = self._env.get_template("digest.html").render(values)
         text = self._env.get_template("digest.txt").render(values)
-        return RenderedDigest(values["subject"], text, self._inliner.inline(html))  # type: ignore[arg-type]
+        return RenderedDigest(subject, text, self._inliner.inline(html))
+
+
+def _fill_safe(value: str, slots: Sequence[str]) -> bool:
+    """Whether `value` comes out of the HTML parser and serializer exactly as escaped by
+    _escape_html: no control characters (CR, NUL, ...) or lone surrogates, and no slot."""
+    if any(slot in value for slot in slots):
+        return False
+    return not any(unicodedata.category(c) in ("Cc", "Cs") for c in value if not c.isalnum())
+
+
+# As the inliner's serializer (html5ever) writes text and double-quoted attribute values; where a
+# slot appears in both, or somewhere else, every one of these characters is escaped.
+_TEXT_ESCAPES = {"&": "&amp;", "\xa0": "&nbsp;", "<": "&lt;", ">": "&gt;"}
+_ATTR_ESCAPES = {"&": "&amp;", "\xa0": "&nbsp;", '"': "&quot;"}
+_ALL_ESCAPES = {**_TEXT_ESCAPES, **_ATTR_ESCAPES}
+
+
+def _escape_html(value: str, escapes: Mapping[str, str]) -> str:
+    return "".join(escapes.get(c, c) for c in value)
+
+
+class _SlotFinder(HTMLParser):
+    """Where each slot occurs in inlined HTML: in text, in attribute values, or elsewhere."""
+
+    def __init__(self, slots: Sequence[str]) -> None:
+        super().__init__(convert_charrefs=True)
+        self.slots = slots
+        self.seen: dict[str, set[str]] = {slot: set() for slot in slots}
+
+    def _note(self, where: str, data: str | None) -> None:
+        for slot in self.slots:
+            if data and slot in data:
+                self.seen[slot].add(where)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._note("other", tag)
+        for name, value in attrs:
+            self._note("other", name)
+            self._note("attr", value)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_data(self, data: str) -> None:
+        self._note("text" if self.cdata_elem is None else "other", data)
+
+    def handle_endtag(self, tag: str) -> None:
+        self._note("other", tag)
+
+    def handle_comment(self, data: str) -> None:
+        self._note("other", data)
+
+    def handle_decl(self, decl: str) -> None:
+        self._note("other", decl)
+
+    def handle_pi(self, data: str) -> None:
+        self._note("other", data)
+
+    def unknown_decl(self, data: str) -> None:
+        self._note("other", data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """One rendered and inlined digest with slots for the per-subscriber values."""
+
+    html: str
+    text: str
+    escapes: Mapping[str, Mapping[str, str]]  # slot -> the escaping its places need
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def of(cls, html: str, text: str, slots: Sequence[str]) -> _Shape:
+        finder = _SlotFinder(slots)
+        finder.feed(html)
+        finder.close()
+        escapes: dict[str, Mapping[str, str]] = {}
+        for slot, seen in finder.seen.items():
+            if seen == {"text"}:
+                escapes[slot] = _TEXT_ESCAPES
+            elif seen == {"attr"}:
+                escapes[slot] = _ATTR_ESCAPES
+            else:
+                escapes[slot] = _ALL_ESCAPES
+        pattern = re.compile("|".join(re.escape(slot) for slot in slots))
+        return cls(html, text, escapes, pattern)
+
+    def fill_html(self, values: Mapping[str, str]) -> str:
+        escaped = {slot: _escape_html(values[slot], self.escapes[slot]) for slot in values}
+        return self.pattern.sub(lambda m: escaped[m.group()], self.html)
+
+    def fill_text(self, values: Mapping[str, str]) -> str:
+        return self.pattern.sub(lambda m: values[m.group()], self.text)
 
 
 class _Blank(dict[str, str]):

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import make_msgid, parseaddr
@@ -27,6 +27,7 @@ from aggregator.config import parse_schedule
 from aggregator.digest import (
     MAX_ATTEMPTS,
     DigestContent,
+    DigestSection,
     Envelope,
     Period,
     Renderer,
@@ -101,6 +102,7 @@ class _Composer:
     renderer: Renderer
     secret: str | None
     warnings: tuple[SourceWarning, ...]
+    _sections: dict[tuple[str, ...], tuple[DigestSection, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, app: App, period: Period, env: Mapping[str, str] | None) -> _Composer:
@@ -117,15 +119,18 @@ class _Composer:
 
     def content(self, subscriber: Subscriber) -> DigestContent:
         s = self.app.settings
-        tags = subscriber.tags or ((s.publish.topic,) if s.publish.topic else ())
-        sections = select_sections(
-            self.stories,
-            self.period,
-            tags,
-            topic=s.publish.topic,
-            tag_titles={t.name: t.title for t in s.tags},
-            timezone=s.timezone,
-        )
+        tags = tuple(subscriber.tags or ((s.publish.topic,) if s.publish.topic else ()))
+        sections = self._sections.get(tags)
+        if sections is None:  # subscribers with the same tags share the sections (and render)
+            sections = select_sections(
+                self.stories,
+                self.period,
+                tags,
+                topic=s.publish.topic,
+                tag_titles={t.name: t.title for t in s.tags},
+                timezone=s.timezone,
+            )
+            self._sections[tags] = sections
         return DigestContent(
             title=s.publish.title,
             period=self.period,
