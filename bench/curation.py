@@ -44,6 +44,7 @@ from aggregator.settings import SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
 from aggregator.store.stories import StoryKeys
 from aggregator.update import assign_stories, story_item
+from bench.docs_section import memory_gib, write_section
 
 PER_DAY = 300
 SOURCES = [f"source-{i}" for i in range(12)]
@@ -325,8 +326,7 @@ SECTION_END = "<!-- bench:curation:end -->"
 
 def update_docs(lines: list[str], batch: int, sizes: list[int], new: int, repeats: int) -> None:
     """Rewrite the measured block of this script's section in docs/benchmarks.md."""
-    path = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    memory = memory_gib()
     command = (
         f"`.venv/bin/python bench/curation.py --sizes {','.join(map(str, sizes))} --new {new}"
         f" --batch {batch} --repeats {repeats} --update-docs`"
@@ -345,13 +345,7 @@ def update_docs(lines: list[str], batch: int, sizes: list[int], new: int, repeat
         "```",
         SECTION_END,
     ]
-    text = path.read_text(encoding="utf-8")
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + "\n".join(block) + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
-    path.write_text(text, encoding="utf-8")
+    write_section(block, SECTION_START, SECTION_END)
 
 
 if __name__ == "__main__":

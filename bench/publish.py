@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aggregator.models import Entry, StoredEntry, Story
 from aggregator.publish import MANIFEST_FILE, PublishReport, SiteData, plan_archive, publish
 from aggregator.settings import PublishSettings, Settings
+from bench.docs_section import memory_gib, write_section
 
 STORIES = 100
 TAGS = 50
@@ -45,7 +46,6 @@ TARGET_SECONDS = 0.5
 NOW = datetime(2024, 5, 24, 9, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
-DOCS = REPO / "docs" / "benchmarks.md"
 SECTION_START = "<!-- bench:publish:start -->"
 SECTION_END = "<!-- bench:publish:end -->"
 
@@ -207,7 +207,7 @@ def main() -> None:
 
 def update_docs(table: list[str], repeats: int, files: int) -> None:
     """Rewrite the measured block of this script's section in docs/benchmarks.md."""
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    memory = memory_gib()
     block = [
         SECTION_START,
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `.venv/bin/python bench/publish.py"
@@ -220,13 +220,7 @@ def update_docs(table: list[str], repeats: int, files: int) -> None:
         *table,
         SECTION_END,
     ]
-    text = DOCS.read_text(encoding="utf-8")
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + "\n".join(block) + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
-    DOCS.write_text(text, encoding="utf-8")
+    write_section(block, SECTION_START, SECTION_END)
 
 
 if __name__ == "__main__":
