@@ -12,7 +12,7 @@ from aggregator.checkpoints import checkpoint
 from aggregator.models import Entry, StoredEntry, Story
 from aggregator.process.stories import build_story
 from aggregator.store.database import from_db_time, to_db_time, transaction
-from aggregator.store.sources import write_success_state
+from aggregator.store.sources import read_priorities, write_success_state
 from aggregator.store.stories import StoryKeys, merge_stories, write_story_keys
 
 
@@ -34,9 +34,6 @@ class PollWrite:
 
 class EntriesStore:
     conn: sqlite3.Connection
-
-    def source_priorities(self) -> dict[str, int]:
-        raise NotImplementedError  # provided by SourcesStore in Store
 
     def apply_poll(self, write: PollWrite) -> None:
         """Store new and changed entries and the source's new fetch state, all or nothing."""
@@ -124,7 +121,7 @@ class EntriesStore:
             marks = ",".join("?" * len(chunk))
             for stored in self._select(f"WHERE e.story_id IN ({marks})", chunk):
                 members[stored.entry.story_id or stored.entry.id].append(stored)
-        priorities = self.source_priorities()
+        priorities = read_priorities(self.conn)
         return [
             build_story(story_id, found, priorities) for story_id, found in members.items() if found
         ]

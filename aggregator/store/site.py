@@ -7,13 +7,11 @@ from datetime import datetime
 
 from aggregator.models import SourceHealth
 from aggregator.store.database import from_db_time, to_db_time
+from aggregator.store.sources import read_priorities
 
 
 class SiteStore:
     conn: sqlite3.Connection
-
-    def source_priorities(self) -> dict[str, int]:
-        raise NotImplementedError  # provided by SourcesStore in Store
 
     def source_health(self, since: datetime) -> dict[str, SourceHealth]:
         """Every known source's fetch state and how many entries it gave since `since`."""
@@ -61,7 +59,7 @@ class SiteStore:
             " (SELECT x.story_id FROM entry_tags t JOIN entries x ON x.id = t.entry_id"
             " WHERE t.tag = ?)"
         )
-        priorities = self.source_priorities()
+        priorities = read_priorities(self.conn)
         leads: dict[str, tuple[tuple[int, object, str], datetime]] = {}
         for story_id, entry_id, source_id, published_text in self.conn.execute(query, (tag,)):
             published = from_db_time(published_text)

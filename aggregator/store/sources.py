@@ -176,8 +176,10 @@ class SourcesStore:
             activity[source_id] = SourceHistory(recent.get(source_id, 0), published)
         return activity
 
-    def source_priorities(self) -> dict[str, int]:
-        return {row[0]: row[1] for row in self.conn.execute("SELECT id, priority FROM sources")}
+
+def read_priorities(conn: sqlite3.Connection) -> dict[str, int]:
+    """Each source's priority: the order in which a story's members lead."""
+    return {row[0]: row[1] for row in conn.execute("SELECT id, priority FROM sources")}
 
 
 def write_success_state(conn: sqlite3.Connection, write: PollWrite) -> None:
