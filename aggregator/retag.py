@@ -17,7 +17,7 @@ from aggregator.process.tag import compile_rules
 from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.store.database import transaction
-from aggregator.store.stories import merge_stories, write_story_keys
+from aggregator.store.stories import merge_stories
 from aggregator.update import assign_story
 
 
@@ -63,26 +63,30 @@ def retag(settings: Settings, store: Store) -> RetagReport:
     before_stories = store.story_map()
     gained: Counter[str] = Counter()
     lost: Counter[str] = Counter()
-    with transaction(store.conn):
-        stored = store.entries()
-        for item in stored:
-            entry = item.entry
-            source = sources.get(entry.source_id)
-            tags = tagger.tags_for(
-                entry,
-                source_name=source.name if source else item.source_name,
-                source_tags=source.tags if source else (),
-            )
-            if tags != entry.tags:
-                gained.update(set(tags) - set(entry.tags))
-                lost.update(set(entry.tags) - set(tags))
-                store.replace_tags(entry.id, tags, entry.published)
-        store.ungroup_all()
-        for story_item in list(store.entries_for_regrouping()):
-            story_id, keys, merges = assign_story(store, story_item, settings.stories)
-            store.set_story(story_item.entry_id, story_id)
-            write_story_keys(store.conn, [keys])
-            merge_stories(store.conn, [(absorbed, story_id) for absorbed in merges])
+    try:
+        with transaction(store.conn):
+            stored = store.entries()
+            for item in stored:
+                entry = item.entry
+                source = sources.get(entry.source_id)
+                tags = tagger.tags_for(
+                    entry,
+                    source_name=source.name if source else item.source_name,
+                    source_tags=source.tags if source else (),
+                )
+                if tags != entry.tags:
+                    gained.update(set(tags) - set(entry.tags))
+                    lost.update(set(entry.tags) - set(tags))
+                    store.replace_tags(entry.id, tags, entry.published)
+            store.ungroup_all()
+            for story_item in list(store.entries_for_regrouping()):
+                story_id, keys, merges = assign_story(store, story_item, settings.stories)
+                store.set_story(story_item.entry_id, story_id)
+                store.write_story_keys([keys])
+                merge_stories(store.conn, [(absorbed, story_id) for absorbed in merges])
+    except BaseException:
+        store.band_index.clear()  # it may hold fingerprints the rollback undid
+        raise
     after_stories = store.story_map()
     merged, split, moved = _story_changes(before_stories, after_stories)
     return RetagReport(len(stored), dict(gained), dict(lost), merged, split, moved)

@@ -1,11 +1,13 @@
 """The update pipeline; each source succeeds or fails on its own.
 
-    due_sources | fetch | parse | normalize | tag | plan_writes | group_stories | store.apply_poll
+    due_sources | fetch | prepare (parse | normalize | tag | fingerprint)
+                | plan_writes | group_stories | store.apply_poll
 
-Fetches run concurrently (bounded overall and per host, see fetch.py); each result is then
-parsed, cleaned, tagged and stored on one worker thread, one transaction per source, while the
-event loop goes on fetching. Sources that answered 304 or failed change only their own row;
-those rows are written many to a transaction (`StateBatch`).
+Fetches run concurrently (bounded overall and per host, see fetch.py). A fetched body is read
+by `prepare` (prepare.py): in worker processes when the poll is big enough, else inline. Each
+prepared source is then grouped into stories and stored on one worker thread, one transaction
+per source, while the event loop goes on fetching. Sources that answered 304 or failed change
+only their own row; those rows are written many to a transaction (`StateBatch`).
 """
 
 from __future__ import annotations
@@ -14,25 +16,23 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aggregator.clock import Clock
-from aggregator.errors import AggregatorError, FetchError
+from aggregator.errors import AggregatorError, FetchError, ParseError
 from aggregator.fetch import Fetcher
 from aggregator.models import (
     Entry,
     FetchRequest,
     FetchResult,
-    ParsedFeed,
     SourceOutcome,
     SourceState,
     UpdateReport,
 )
-from aggregator.parse.feeds import parse_feed
-from aggregator.parse.pages import parse_page
+from aggregator.prepare import Prepared, Preparer, prepare, story_fingerprint
 from aggregator.process.dedupe import (
     Fingerprint,
     StoryItem,
@@ -40,11 +40,11 @@ from aggregator.process.dedupe import (
     counterpart_urls,
     fingerprint,
 )
-from aggregator.process.normalize import normalize_entry
-from aggregator.process.tag import Tagger, compile_rules
+from aggregator.process.tag import compile_rules
 from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
 from aggregator.settings import Settings, SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
+from aggregator.store.database import transaction
 from aggregator.store.sources import SourceFailure
 from aggregator.store.stories import CandidateQuery, StoryKeys
 
@@ -54,6 +54,8 @@ OutcomeCallback = Callable[[SourceOutcome], None]
 
 STATE_BATCH_SIZE = 200  # source rows per transaction for 304s and failures
 STATE_BATCH_SECONDS = 1.0  # ... or as old as this, whichever comes first
+MIN_IN_FLIGHT = 64  # sources fetched but not yet stored, at least (see `_poll`)
+WRITE_BATCH_SOURCES = 50  # sources stored in one transaction, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +75,26 @@ def update(
     only: Sequence[str] = (),
     force: bool = False,
     on_outcome: OutcomeCallback | None = None,
+    preparer: Preparer | None = None,
 ) -> UpdateReport:
-    """Poll the due sources (or `only` those, or all with `force`) and store what they hold."""
+    """Poll the due sources (or `only` those, or all with `force`) and store what they hold.
+
+    `preparer` runs the CPU-bound reading of bodies (kept by the worker between polls, so its
+    processes start once); without one, a poll makes its own and closes it after."""
     now = clock.now()
     store.sync_sources(settings.sources, now)
     states = store.source_states()
     sources = due_sources(settings.sources, states, now, only=only, force=force)
     if not sources:
         return UpdateReport()
-    tagger = compile_rules(settings.tags)
-    outcomes = asyncio.run(_poll(settings, store, clock, tagger, sources, states, on_outcome))
+    own = preparer is None
+    preparer = preparer or Preparer()
+    try:
+        poll = _poll(settings, store, clock, preparer, sources, states, on_outcome)
+        outcomes = asyncio.run(poll)
+    finally:
+        if own:
+            preparer.close()
     return UpdateReport(tuple(outcomes))
 
 
@@ -90,42 +102,126 @@ async def _poll(
     settings: Settings,
     store: Store,
     clock: Clock,
-    tagger: Tagger,
+    preparer: Preparer,
     sources: Sequence[SourceSettings],
     states: dict[str, SourceState],
     on_outcome: OutcomeCallback | None,
 ) -> list[SourceOutcome]:
     outcomes = []
     agent = settings.fetch.user_agent
+    tagger = compile_rules(settings.tags)
+    preparer.use_pool(settings, store.path, len(sources))
+    # Sources fetched and not yet stored hold their bodies: bound them, so memory stays flat
+    # however many sources there are.
+    in_flight = asyncio.Semaphore(max(settings.fetch.concurrency, MIN_IN_FLIGHT))
+    loop = asyncio.get_running_loop()
+
+    def prepare_inline(source: SourceSettings, result: FetchResult, now: datetime) -> Prepared:
+        return prepare(
+            source,
+            result,
+            now,
+            tagger=tagger,
+            timezone=settings.timezone,
+            stored_hashes=store.content_hashes,
+        )
+
     async with Fetcher(settings.fetch, user_agent=agent, clock=clock) as fetcher:
-
-        async def fetch(
-            source: SourceSettings,
-        ) -> tuple[SourceSettings, float, FetchResult | FetchError]:
-            state = states[source.id]
-            request = FetchRequest(source.id, state.url, state.etag, state.last_modified)
-            started = time.perf_counter()
-            try:
-                return source, started, await fetcher.fetch(request)
-            except FetchError as error:
-                return source, started, error
-
-        # Parsing and storing run on one worker thread (so SQLite stays on one thread) while
-        # the event loop keeps fetching the other sources.
-        loop = asyncio.get_running_loop()
+        # Storing runs on one worker thread (so SQLite stays on one thread) while the event
+        # loop keeps fetching; bodies are read in the preparer's processes, or on that thread too.
         batch = StateBatch(store)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-process") as worker:
-            for next_done in asyncio.as_completed([fetch(s) for s in sources]):
-                source, started, result = await next_done
-                args = (settings, store, clock, tagger, batch, source, states[source.id], result)
-                outcome = await loop.run_in_executor(worker, _process, *args)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-store") as worker:
+            writer = _Writer(worker)
+
+            async def poll_one(source: SourceSettings) -> None:
+                async with in_flight:
+                    state = states[source.id]
+                    request = FetchRequest(source.id, state.url, state.etag, state.last_modified)
+                    started = time.perf_counter()
+                    result: FetchResult | FetchError
+                    try:
+                        result = await fetcher.fetch(request)
+                    except FetchError as error:
+                        result = error
+                    prepared = None
+                    if isinstance(result, FetchResult) and not result.not_modified:
+                        now = clock.now()
+                        try:
+                            prepared = await preparer.prepare(
+                                source, result, now, inline=worker, inline_prepare=prepare_inline
+                            )
+                        except Exception as error:  # a bug must cost one source, not the poll
+                            log.exception("unexpected error while reading %s", source.id)
+                            prepared = Prepared(error=f"internal error: {error!r}")
+                    args = (settings, store, clock, batch, source, state, result, prepared)
+                    outcome = await writer.store(args)
                 outcome = dataclasses.replace(outcome, duration=time.perf_counter() - started)
                 outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
+
+            await asyncio.gather(*(poll_one(s) for s in sources))
             await loop.run_in_executor(worker, batch.flush)
     order = {s.id: i for i, s in enumerate(sources)}
     return sorted(outcomes, key=lambda o: order[o.source_id])
+
+
+ProcessArgs = tuple[
+    Settings,
+    Store,
+    Clock,
+    "StateBatch",
+    SourceSettings,
+    SourceState,
+    FetchResult | FetchError,
+    Prepared | None,
+]
+
+
+class _Writer:
+    """Prepared sources waiting for the store thread. They are taken all at once, so sources
+    that became ready together are stored in one transaction, each in its own savepoint (all
+    or nothing, alone): one commit for many sources, where a commit each cost more than their
+    rows."""
+
+    def __init__(self, thread: ThreadPoolExecutor) -> None:
+        self._thread = thread
+        self._waiting: list[tuple[ProcessArgs, asyncio.Future[SourceOutcome]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def store(self, args: ProcessArgs) -> SourceOutcome:
+        future: asyncio.Future[SourceOutcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((args, future))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                taken = self._waiting[:WRITE_BATCH_SOURCES]
+                del self._waiting[:WRITE_BATCH_SOURCES]
+                items = [args for args, _ in taken]
+                outcomes = await loop.run_in_executor(self._thread, _store_together, items)
+                for (_, future), outcome in zip(taken, outcomes, strict=True):
+                    future.set_result(outcome)
+        finally:
+            self._draining = None
+
+
+def _store_together(items: Sequence[ProcessArgs]) -> list[SourceOutcome]:
+    """`_process` each source inside one transaction. When that transaction cannot commit (a
+    full disk, say), each of its sources is reported failed and polled again next time."""
+    store = items[0][1]
+    try:
+        with transaction(store.conn):
+            return [_process(*args) for args in items]
+    except Exception as error:  # each source's own errors are outcomes already: this is the commit
+        store.band_index.clear()  # it may hold entries the rollback undid
+        message = f"cannot store this poll: {error}"
+        log.error(message)
+        return [SourceOutcome(args[4].id, "error", error=message) for args in items]
 
 
 class StateBatch:
@@ -173,13 +269,13 @@ def _process(
     settings: Settings,
     store: Store,
     clock: Clock,
-    tagger: Tagger,
     batch: StateBatch,
     source: SourceSettings,
     state: SourceState,
     result: FetchResult | FetchError,
+    prepared: Prepared | None,
 ) -> SourceOutcome:
-    """parse | normalize | tag | plan_writes | store, for one fetched source."""
+    """plan_writes | group_stories | store, for one fetched and prepared source."""
     now = clock.now()
     try:
         if isinstance(result, FetchError):
@@ -188,17 +284,12 @@ def _process(
             batch.add(_poll_write(source, result, now))
             _record_redirect(store, state, result)
             return SourceOutcome(source.id, "not-modified")
-        feed = _parse(settings, source, result)
-        entries = [
-            _tagged(
-                tagger,
-                source,
-                normalize_entry(p, source_id=source.id, base_url=result.url, first_seen=now),
-            )
-            for p in feed.entries
-        ]
+        assert prepared is not None
+        if prepared.error is not None:
+            raise ParseError(prepared.error)
+        entries = prepared.entries
         plan = plan_writes(entries, store.content_hashes([e.id for e in entries]))
-        plan, story_writes = group_stories(store, plan, settings.stories)
+        plan, story_writes = group_stories(store, plan, settings.stories, prepared.fingerprints)
         store.apply_poll(_poll_write(source, result, now, plan, story_writes))
         _record_redirect(store, state, result)
         return SourceOutcome(
@@ -219,24 +310,6 @@ def _record_redirect(store: Store, state: SourceState, result: FetchResult) -> N
     """Track a permanent redirect; nothing to read or write when there is none, now or before."""
     if result.permanent_redirect is not None or state.moved_to is not None:
         store.record_redirect(state.source_id, result.permanent_redirect)
-
-
-def _parse(settings: Settings, source: SourceSettings, result: FetchResult) -> ParsedFeed:
-    assert result.content is not None
-    if source.type == "html" and source.select is not None:
-        return parse_page(
-            result.content,
-            url=result.url,
-            select=source.select,
-            timezone=settings.timezone,
-            content_type=result.content_type,
-        )
-    return parse_feed(result.content, url=result.url, content_type=result.content_type)
-
-
-def _tagged(tagger: Tagger, source: SourceSettings, entry: Entry) -> Entry:
-    tags = tagger.tags_for(entry, source_name=source.name, source_tags=source.tags)
-    return dataclasses.replace(entry, tags=tags)
 
 
 def plan_writes(entries: Sequence[Entry], stored_hashes: dict[str, str]) -> WritePlan:
@@ -260,17 +333,25 @@ def plan_writes(entries: Sequence[Entry], stored_hashes: dict[str, str]) -> Writ
 
 
 def group_stories(
-    store: Store, plan: WritePlan, settings: StorySettings
+    store: Store,
+    plan: WritePlan,
+    settings: StorySettings,
+    fingerprints: Mapping[str, Fingerprint] | None = None,
 ) -> tuple[WritePlan, StoryWrites]:
     """New entries join the story of a stored near-duplicate (or start their own); changed
     ones keep their story. Returns the plan with story ids set, and what else to store.
+    `fingerprints` holds those already computed (by entry id); the others are computed here.
 
     The new entries of one poll are looked up together: none is stored yet, so they were
     never each other's candidates anyway."""
+    known = fingerprints or {}
     keys: list[StoryKeys] = []
     merges: list[tuple[str, str]] = []
     inserts = []
-    assigned = assign_stories(store, [story_item(e) for e in plan.inserts], settings)
+    items = [story_item(e) for e in plan.inserts]
+    assigned = assign_stories(
+        store, items, settings, [known.get(e.id) or story_fingerprint(e) for e in plan.inserts]
+    )
     for entry, (story_id, entry_keys, entry_merges) in zip(plan.inserts, assigned, strict=True):
         inserts.append(dataclasses.replace(entry, story_id=story_id))
         keys.append(entry_keys)
@@ -279,7 +360,8 @@ def group_stories(
     updates = []
     for entry in plan.updates:
         updates.append(dataclasses.replace(entry, story_id=stored.get(entry.id, entry.id)))
-        keys.append(story_keys(entry.id, entry.published, story_fingerprint(entry)))
+        fp = known.get(entry.id) or story_fingerprint(entry)
+        keys.append(story_keys(entry.id, entry.published, fp))
     grouped = dataclasses.replace(plan, inserts=tuple(inserts), updates=tuple(updates))
     return grouped, StoryWrites(tuple(keys), tuple(merges))
 
@@ -300,19 +382,25 @@ def assign_story(
 
 
 def assign_stories(
-    store: Store, items: Sequence[StoryItem], settings: StorySettings
+    store: Store,
+    items: Sequence[StoryItem],
+    settings: StorySettings,
+    fingerprints: Sequence[Fingerprint] | None = None,
 ) -> list[tuple[str, StoryKeys, tuple[str, ...]]]:
     """`assign_story` for several entries that cannot be each other's candidates (one poll of
-    one source): each fingerprinted once, one batched candidate lookup, then the pure decision.
+    one source): each fingerprinted once (unless given), one batched candidate lookup, then the
+    pure decision.
     """
     window = timedelta(seconds=settings.window)
-    fingerprints = [fingerprint(i.title, i.lead, i.canonical_url) for i in items]
+    if fingerprints is None:
+        fingerprints = [fingerprint(i.title, i.lead, i.canonical_url) for i in items]
     queries = [
         CandidateQuery(
             item.entry_id,
             fp.band_keys,
             (item.canonical_url or "", *counterpart_urls(item.canonical_url, chinese=fp.chinese)),
             item.published,
+            fp.signature,
         )
         for item, fp in zip(items, fingerprints, strict=True)
     ]
@@ -335,10 +423,6 @@ def story_item(entry: Entry) -> StoryItem:
         entry.id, entry.source_id, entry.title, entry.summary_text, entry.published,
         entry.canonical_url,
     )  # fmt: skip
-
-
-def story_fingerprint(entry: Entry) -> Fingerprint:
-    return fingerprint(entry.title, entry.summary_text, entry.canonical_url)
 
 
 def story_keys(entry_id: str, published: datetime, fp: Fingerprint) -> StoryKeys:

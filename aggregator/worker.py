@@ -32,6 +32,7 @@ from aggregator.errors import AggregatorError, ConfigError
 from aggregator.lock import WorkerLock
 from aggregator.logs import event, show_events
 from aggregator.models import SourceOutcome, UpdateReport
+from aggregator.prepare import Preparer
 from aggregator.settings import Settings
 from aggregator.update import OutcomeCallback, update
 
@@ -136,6 +137,7 @@ class Worker:
         self.reload_requested = False
         self._config_stamp = _stamp(app.settings.path)
         self._published_stamp: tuple[int, str | None] | None = None
+        self.preparer = Preparer()  # its worker processes, once started, serve every tick
 
     # The tick ---------------------------------------------------------------------------------
 
@@ -143,7 +145,9 @@ class Worker:
         """Poll what is due, publish after changes, prune once a day, record the heartbeat."""
         reloaded = self.reload_if_changed()
         app = self.app
-        report = update(app.settings, app.store, app.clock, on_outcome=self.on_outcome)
+        report = update(
+            app.settings, app.store, app.clock, on_outcome=self.on_outcome, preparer=self.preparer
+        )
         checkpoint("tick.updated")
         now = app.clock.now()
         pruned = 0
@@ -276,7 +280,10 @@ class Worker:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the config. Holds the data_dir lock."""
         show_events()
         with WorkerLock(self.app.data_dir):
-            return self._run_locked()
+            try:
+                return self._run_locked()
+            finally:
+                self.preparer.close()
 
     def _run_locked(self) -> int:
         app = self.app
@@ -400,7 +407,11 @@ def run_once(app: App, *, on_outcome: OutcomeCallback | None = None) -> TickRepo
     """`run --once` (cron): the lock, one tick that always publishes, a due digest, a prune."""
     with WorkerLock(app.data_dir):
         app.store.worker_started(pid=os.getpid(), at=app.clock.now(), mode="once")
-        return Worker(app, on_outcome=on_outcome).tick(publish_always=True, mode="once")
+        worker = Worker(app, on_outcome=on_outcome)
+        try:
+            return worker.tick(publish_always=True, mode="once")
+        finally:
+            worker.preparer.close()
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

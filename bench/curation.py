@@ -246,8 +246,8 @@ def story_bytes(path: Path) -> int:
     conn = sqlite3.connect(path)
     try:
         query = (
-            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE 'entry_bands%'"
-            " OR name LIKE 'entry_signatures%' OR name LIKE 'sqlite_autoindex_entry_signatures%'"
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE 'entry_signatures%'"
+            " OR name LIKE 'sqlite_autoindex_entry_signatures%'"
         )
         return int(conn.execute(query).fetchone()[0])
     except sqlite3.Error:

@@ -188,7 +188,7 @@ def aggregator_polls(urls: Sequence[str], items: int, repeats: int, work: Path) 
 
 class InlineExecutor(concurrent.futures.Executor):
     """Runs submitted work at once in the calling thread: pyinstrument sees one thread only,
-    and update.py parses and stores on a worker thread."""
+    and update.py stores (and, without worker processes, reads bodies) on a worker thread."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         pass
@@ -203,11 +203,13 @@ class InlineExecutor(concurrent.futures.Executor):
 
 
 def profile_first_poll(urls: Sequence[str], work: Path) -> str:
-    """pyinstrument's text report of one first poll, processing inlined on the event loop."""
+    """pyinstrument's text report of one first poll, all of it on the event loop's thread:
+    bodies read inline (no worker processes), storing inlined too."""
     from pyinstrument import Profiler
 
     from aggregator import update as update_module
     from aggregator.clock import SystemClock
+    from aggregator.prepare import Preparer
     from aggregator.store import Store
 
     data_dir = work / "aggregator-profile"
@@ -219,7 +221,8 @@ def profile_first_poll(urls: Sequence[str], work: Path) -> str:
         if original is not None:
             update_module.ThreadPoolExecutor = InlineExecutor  # type: ignore[attr-defined]
         with profiler:
-            update_module.update(settings, store, SystemClock(), force=True)
+            inline = Preparer(processes=1)
+            update_module.update(settings, store, SystemClock(), force=True, preparer=inline)
     finally:
         if original is not None:
             update_module.ThreadPoolExecutor = original  # type: ignore[attr-defined]

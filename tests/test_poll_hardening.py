@@ -431,27 +431,27 @@ def test_a_slow_parse_does_not_hold_up_other_fetches(
     poll: Poll, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While one source is being parsed (on the worker thread), the others are fetched."""
-    import aggregator.update as update_module
+    import aggregator.prepare as prepare_module
 
     fetch_times: dict[str, float] = {}
-    real_parse = update_module._parse
+    real_parse = prepare_module.parse
     real_fetch = fetch_module.Fetcher.fetch
     parse_spans: list[tuple[float, float]] = []
 
-    def slow_parse(settings: object, source: SourceSettings, result: object) -> object:
+    def slow_parse(source: SourceSettings, result: object, timezone: str) -> object:
         if source.id != "control":
-            return real_parse(settings, source, result)  # type: ignore[arg-type]
+            return real_parse(source, result, timezone)  # type: ignore[arg-type]
         started = time.monotonic()
         time.sleep(1.0)  # a big page: the event loop must keep fetching meanwhile
         parse_spans.append((started, time.monotonic()))
-        return real_parse(settings, source, result)  # type: ignore[arg-type]
+        return real_parse(source, result, timezone)  # type: ignore[arg-type]
 
     async def timed_fetch(self: fetch_module.Fetcher, request: object) -> object:
         result = await real_fetch(self, request)  # type: ignore[arg-type]
         fetch_times[request.source_id] = time.monotonic()  # type: ignore[attr-defined]
         return result
 
-    monkeypatch.setattr(update_module, "_parse", slow_parse)
+    monkeypatch.setattr(prepare_module, "parse", slow_parse)
     monkeypatch.setattr(fetch_module.Fetcher, "fetch", timed_fetch)
 
     def late(handler: BaseHTTPRequestHandler) -> Response:

@@ -15,7 +15,7 @@ from aggregator.models import Entry
 from aggregator.process.dedupe import fingerprint
 from aggregator.settings import SourceSettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.stories import BAND_HITS, CandidateQuery, StoryKeys
+from aggregator.store.stories import CandidateQuery, StoryKeys
 from tests.feedmaker import Item, rss
 from tests.servers import FeedServer, Response
 
@@ -141,7 +141,10 @@ def test_poll_groups_one_event_and_keeps_look_alikes_apart(
     db = sqlite3.connect(data_dir / "aggregator.db")
     # Three spellings of one SCMP address are one entry; every entry has its band keys.
     assert db.execute("SELECT count(*) FROM entries WHERE source_id = 'scmp'").fetchone()[0] == 1
-    assert db.execute("SELECT count(DISTINCT fp_id) FROM entry_bands").fetchone()[0] == 5
+    assert (
+        db.execute("SELECT count(*) FROM entry_signatures WHERE length(bands) = 128").fetchone()[0]
+        == 5
+    )  # 32 band keys each
     assert db.execute("SELECT count(*) FROM entry_signatures").fetchone()[0] == 5
 
 
@@ -281,28 +284,50 @@ def test_candidates_come_from_band_keys_within_the_window_or_the_url(store: Stor
     assert [c.entry_id for c in found] == ["e1"]
     assert found[0].fingerprint == fp and found[0].story_sources == {"s1"}  # stored whole
     assert [c.entry_id for c in found_by_url] == ["e3"]
-    # The query is an index range on entry_bands, not a scan of every stored entry.
+    # The band keys are read by day of publication, an index range, not a scan of every entry.
     plan = " ".join(
-        row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + BAND_HITS, ("[[0, 1, 0, 9]]",))
+        row[3]
+        for row in store.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT fp_id, published, bands FROM entry_signatures"
+            " WHERE published >= ? AND published < ?",
+            (0, 1),
+        )
     )
-    assert "USING PRIMARY KEY" in plan or "USING COVERING INDEX" in plan
+    assert "USING INDEX entry_signatures_by_published" in plan
     # Deleting an entry deletes its fingerprint and keys.
-    (fp_id,) = store.conn.execute(
-        "SELECT fp_id FROM entry_signatures WHERE entry_id = 'e1'"
-    ).fetchone()
     store.conn.execute("DELETE FROM entries WHERE id = 'e1'")
-    assert (
-        store.conn.execute("SELECT count(*) FROM entry_bands WHERE fp_id = ?", (fp_id,)).fetchone()[
-            0
-        ]
-        == 0
-    )
     assert (
         store.conn.execute(
             "SELECT count(*) FROM entry_signatures WHERE entry_id = 'e1'"
         ).fetchone()[0]
         == 0
     )
+
+
+def test_the_band_index_follows_the_window_and_other_writers(store: Store) -> None:
+    title = "Hong Kong and Shenzhen sign research funding arrangement"
+    fp = fingerprint(title, "", None)
+    query = CandidateQuery("new", fp.band_keys, [], NOW, fp.signature)
+    week = timedelta(days=7)
+    old = entry(1, NOW - timedelta(days=60), title=title)
+    store.apply_poll(PollWrite("s1", NOW, 200, None, None, NOW, [old], [], [keys_of(old)]))
+    assert len(store.band_index) == 0  # written on a day no window has read: not held
+    assert store.story_candidates([query], week) == [[]]
+    assert len(store.band_index) == 0  # 60 days back is outside this window
+    near = entry(2, NOW - timedelta(days=1), title=title)
+    store.apply_poll(PollWrite("s1", NOW, 200, None, None, NOW, [near], [], [keys_of(near)]))
+    assert len(store.band_index) == 1  # its day was read: held at once
+    # Another process writes the same event: the next lookup starts over and sees it.
+    other = Store(store.path)
+    copy = entry(3, NOW - timedelta(hours=2), title=title)
+    other.apply_poll(PollWrite("s1", NOW, 200, None, None, NOW, [copy], [], [keys_of(copy)]))
+    other.close()
+    [found] = store.story_candidates([query], week)
+    assert sorted(c.entry_id for c in found) == ["e2", "e3"]
+    # A candidate whose signature agrees on too few values is dropped before it is read.
+    unrelated = fingerprint("Visitor arrivals in April rose on the Mainland", "", None)
+    far_query = CandidateQuery("new", fp.band_keys, [], NOW, unrelated.signature)
+    assert store.story_candidates([far_query], week) == [[]]
 
 
 def test_migration_7_fingerprints_again_the_entries_that_had_keys(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from aggregator.store.entries import EntriesStore, PollWrite
 from aggregator.store.outbox import OutboxStore
 from aggregator.store.site import SiteStore
 from aggregator.store.sources import SourcesStore
-from aggregator.store.stories import StoriesStore
+from aggregator.store.stories import BandIndex, StoriesStore
 from aggregator.store.worker import WorkerStore
 
 __all__ = ["PollWrite", "Store"]
@@ -22,6 +22,7 @@ class Store(SourcesStore, EntriesStore, OutboxStore, SiteStore, WorkerStore, Sto
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self.conn = connect(path)
+        self.band_index = BandIndex()
 
     def close(self) -> None:
         self.conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,21 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction taken up front (IMMEDIATE), so writers queue on the busy timeout."""
+    """A write transaction taken up front (IMMEDIATE), so writers queue on the busy timeout.
+
+    Inside another transaction it is a savepoint: it rolls back alone and commits with the
+    outer one (a poll stores many sources in one transaction, each all or nothing)."""
+    if conn.in_transaction:
+        name = f"nested_{next(_savepoints)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            raise
+        conn.execute(f"RELEASE {name}")
+        return
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as error:
@@ -46,6 +61,9 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
     else:
         conn.execute("COMMIT")
+
+
+_savepoints = itertools.count()
 
 
 def to_db_time(value: datetime | None) -> str | None:

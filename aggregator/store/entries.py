@@ -13,7 +13,7 @@ from aggregator.models import Entry, StoredEntry, Story
 from aggregator.process.stories import build_story
 from aggregator.store.database import from_db_time, to_db_time, transaction
 from aggregator.store.sources import read_priorities, write_success_state
-from aggregator.store.stories import StoryKeys, merge_stories, write_story_keys
+from aggregator.store.stories import BandIndex, StoryKeys, merge_stories, write_story_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class PollWrite:
 
 class EntriesStore:
     conn: sqlite3.Connection
+    band_index: BandIndex
 
     def apply_poll(self, write: PollWrite) -> None:
         """Store new and changed entries and the source's new fetch state, all or nothing."""
@@ -45,10 +46,12 @@ class EntriesStore:
                 conn.execute(_UPDATE_ENTRY, _entry_row(entry, write.at))
                 conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (entry.id,))
                 _write_tags(conn, entry)
-            write_story_keys(conn, write.story_keys)
+            indexed = write_story_keys(conn, write.story_keys)
             merge_stories(conn, write.story_merges)
             checkpoint("store")  # crash tests: a kill here must roll the whole poll back
             write_success_state(conn, write)
+        for keys in indexed:
+            self.band_index.add(keys)
 
     def content_hashes(self, entry_ids: Sequence[str]) -> dict[str, str]:
         """The stored content hash of each of these entries that exists."""

@@ -215,6 +215,25 @@ def _v7_compact_story_keys(conn: sqlite3.Connection) -> None:
 
 # Schema version -> the migration that reaches it. Add new ones with the next number; never
 # edit one that has shipped.
+def _v8_band_keys_on_the_fingerprint(conn: sqlite3.Connection) -> None:
+    """Band keys move from 32 rows per entry (each in two B-trees) to one blob on the entry's
+    fingerprint row, beside its publication time, which is indexed: the store reads the band
+    keys of the days a window covers into memory (store/stories.py `BandIndex`), so storing an
+    entry writes one row where it wrote 33."""
+    from aggregator.store.stories import fill_band_keys  # the store imports this module
+
+    run_script(
+        conn,
+        """
+        ALTER TABLE entry_signatures ADD COLUMN published INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE entry_signatures ADD COLUMN bands BLOB NOT NULL DEFAULT x'';
+        DROP TABLE entry_bands;
+        """,
+    )
+    fill_band_keys(conn)
+    conn.execute("CREATE INDEX entry_signatures_by_published ON entry_signatures(published)")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_initial,
     2: _v2_stories,
@@ -223,6 +242,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     5: _v5_outbox,
     6: _v6_worker_state,
     7: _v7_compact_story_keys,
+    8: _v8_band_keys_on_the_fingerprint,
 }
 LATEST = max(MIGRATIONS)
 

@@ -1,25 +1,27 @@
 """Story matching data: each entry's stored fingerprint (signature, shingle hashes, title numbers,
-dates) and MinHash band keys, the batched candidate query, and regrouping entries into stories."""
+dates, MinHash band keys), the band index read into memory by window, the batched candidate
+query, and regrouping entries into stories."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import struct
-from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import repeat
-from operator import lshift, sub
+from operator import eq, lshift, or_, sub
 
 from aggregator.process.dedupe import (
     BANDS,
     LEAD_CHARS,
+    NUM_HASHES,
     Fingerprint,
     StoryItem,
+    band_keys,
     fingerprint,
     has_chinese,
     release_of,
@@ -28,30 +30,15 @@ from aggregator.store.database import from_db_time, to_db_time
 
 MAX_CANDIDATES = 20
 CANDIDATE_CACHE = 1024  # candidates kept read between polls (~12 KB each)
-# A band hit comes back as one integer: the query number above 46 bits, then bit 45 set, then
-# the fp id below 40 bits. Subtracting (shared bands << 40) from it (at most 32 << 40 = 1 << 45)
-# gives a rank that sorts by query, then most shared bands first, then fp id: one C-level sort
-# ranks every query's candidates, and bisection finds each query's first MAX_CANDIDATES.
-_QUERY_SHIFT = 46
-_COUNT_SHIFT = 40
-_FP_MASK = (1 << _COUNT_SHIFT) - 1
-_HIT_BASE = 1 << 45
-_MAX_QUERIES = 1 << 16  # per statement, so that query number << 46 stays below 2**62
-assert BANDS << _COUNT_SHIFT <= _HIT_BASE  # a pair shares at most BANDS bands
-# Every (query, stored entry) band hit, for queries [[query number, from, to, [band keys]], ...],
-# as one comma-separated text: json_each drives the join, each (query, band key) probe one range
-# of the (band_key, published) primary key. Counting in Python beats SQLite's GROUP BY (a
-# temporary B-tree) threefold, and one text beats a row per hit.
-BAND_HITS = f"""
-    WITH q AS MATERIALIZED (
-        SELECT value ->> 0 AS n, value ->> 1 AS lo, value ->> 2 AS hi, value -> 3 AS keys
-          FROM json_each(?)
-    ), p AS MATERIALIZED (
-        SELECT q.n, k.value AS band_key, q.lo, q.hi FROM q, json_each(q.keys) AS k
-    )
-    SELECT group_concat((p.n << {_QUERY_SHIFT}) + {_HIT_BASE} + b.fp_id)
-      FROM p JOIN entry_bands b ON b.band_key = p.band_key AND b.published BETWEEN p.lo AND p.hi
-"""
+DAY = 86_400
+MAX_INDEXED = 50_000  # fingerprints held in the band index (~2.7 KB each) before it starts over
+# A band candidate whose signature agrees with the new entry's on fewer values than this is not
+# read: its similarity is almost surely far below any useful threshold. At Jaccard 0.3 (the
+# default threshold) 64 values agree 19 times on average; fewer than 7, about 1 in 14,000.
+MIN_EQUAL_VALUES = 7
+_RANK_SHIFT = 40  # ranks: (BANDS + 1 - shared bands) above 40 bits, the fp id below
+_FP_MASK = (1 << _RANK_SHIFT) - 1
+_SIGNATURE = struct.Struct(f"<{NUM_HASHES}I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,35 +58,165 @@ class CandidateQuery:
     band_keys: Sequence[int]
     urls: Sequence[str]
     published: datetime
+    signature: Sequence[int] = ()  # when given, hopeless band candidates are dropped unread
 
 
-def write_story_keys(conn: sqlite3.Connection, keys: Iterable[StoryKeys]) -> None:
-    """Replace the fingerprint and band keys of these entries (inside the caller's transaction).
+@dataclass(frozen=True, slots=True)
+class IndexedKeys:
+    """A stored fingerprint as the band index holds it."""
 
-    Deleting the old fingerprint row deletes its band rows (foreign key cascade).
+    fp_id: int
+    published: int  # Unix seconds
+    band_keys: Sequence[int]
+    signature: bytes  # as stored: NUM_HASHES little-endian 4-byte values
+
+
+class BandIndex:
+    """Band key -> the stored fingerprints having it, read into memory a day at a time.
+
+    Finding the candidates of a new entry is then 32 dictionary lookups instead of 32 index
+    ranges, and storing an entry writes one fingerprint row instead of 32 band rows. Only the
+    days some query's window covers are read (one index range on the publication time each), so
+    the memory follows the window, not the history: an entry this connection writes is added
+    only when its day is in already, and the index starts over before holding more than
+    MAX_INDEXED entries, or when another connection has committed (`PRAGMA data_version`).
+    A stale or extra entry only ever adds a candidate, which is then compared exactly.
     """
-    bands: list[tuple[int, int, int]] = []
+
+    def __init__(self) -> None:
+        self._postings: dict[int, int | list[int]] = {}  # one fp id, or several
+        self._published: dict[int, int] = {}  # fp id -> Unix seconds
+        self._signatures: dict[int, bytes] = {}  # fp id -> signature, packed
+        self._days: set[int] = set()  # days whose every stored fingerprint is in
+        self._version: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._published)
+
+    def clear(self) -> None:
+        self._postings, self._published, self._signatures, self._days = {}, {}, {}, set()
+
+    def refresh(self, conn: sqlite3.Connection, days: Iterable[int]) -> None:
+        """Start over if another connection wrote; then read the `days` not read yet."""
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        wanted = set(days)
+        if version != self._version or (
+            len(self._published) > MAX_INDEXED and not wanted <= self._days
+        ):
+            self.clear()
+            self._version = version
+        missing = sorted(wanted - self._days)
+        for first, last in _runs(missing):
+            rows = conn.execute(
+                "SELECT fp_id, published, bands, signature FROM entry_signatures"
+                " WHERE published >= ? AND published < ?",
+                ((first * DAY), (last + 1) * DAY),
+            )
+            for fp_id, published, bands, signature in rows:
+                if fp_id not in self._published:
+                    self._add(IndexedKeys(fp_id, published, _unpack(bands), signature))
+            self._days.update(range(first, last + 1))
+
+    def add(self, keys: IndexedKeys) -> None:
+        """An entry just written: indexed if its day is read already, else read with its day."""
+        if keys.published // DAY in self._days:
+            self._add(keys)
+
+    def _add(self, keys: IndexedKeys) -> None:
+        self._published[keys.fp_id] = keys.published
+        self._signatures[keys.fp_id] = keys.signature
+        postings = self._postings
+        for key in keys.band_keys:
+            found = postings.get(key)
+            if found is None:
+                postings[key] = keys.fp_id
+            elif isinstance(found, int):
+                postings[key] = [found, keys.fp_id]
+            else:
+                found.append(keys.fp_id)
+
+    def ranked(
+        self, band_keys: Sequence[int], lo: int, hi: int, signature: Sequence[int] = ()
+    ) -> list[int]:
+        """The fingerprints published in [lo, hi] sharing a band key, most shared first (then
+        the oldest fp id), at most MAX_CANDIDATES; of those, with `signature` given, only the
+        ones agreeing on at least MIN_EQUAL_VALUES of its values."""
+        hits: list[int] = []
+        postings = self._postings
+        for key in band_keys:
+            found = postings.get(key)
+            if found is None:
+                continue
+            if isinstance(found, int):
+                hits.append(found)
+            else:
+                hits += found
+        if not hits:
+            return []
+        shared = Counter(hits)
+        # One C-level sort: fewer missing bands first, then the fp id (see _RANK_SHIFT).
+        missing = map(sub, repeat(BANDS + 1), shared.values())
+        ranks = sorted(map(or_, map(lshift, missing, repeat(_RANK_SHIFT)), shared.keys()))
+        published = self._published
+        chosen: list[int] = []
+        for rank in ranks:
+            fp_id = rank & _FP_MASK
+            if lo <= published[fp_id] <= hi:
+                chosen.append(fp_id)
+                if len(chosen) == MAX_CANDIDATES:
+                    break
+        if len(signature) != NUM_HASHES:
+            return chosen
+        signatures = self._signatures
+        return [
+            fp_id
+            for fp_id in chosen
+            if len(stored := signatures[fp_id]) == _SIGNATURE.size
+            and sum(map(eq, _SIGNATURE.unpack(stored), signature)) >= MIN_EQUAL_VALUES
+        ]
+
+
+def _runs(days: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """(first, last) of each run of consecutive days in a sorted list."""
+    start = previous = None
+    for day in days:
+        if previous is not None and day == previous + 1:
+            previous = day
+            continue
+        if start is not None and previous is not None:
+            yield start, previous
+        start = previous = day
+    if start is not None and previous is not None:
+        yield start, previous
+
+
+def write_story_keys(conn: sqlite3.Connection, keys: Iterable[StoryKeys]) -> list[IndexedKeys]:
+    """Replace the fingerprint of these entries (inside the caller's transaction); returns what
+    the band index should hold of them once the transaction is committed."""
+    written: list[IndexedKeys] = []
     for item in keys:
         fp = item.fingerprint
+        bands = fp.band_keys
+        published = _epoch(item.published)
+        signature = _pack(fp.signature)
         conn.execute("DELETE FROM entry_signatures WHERE entry_id = ?", (item.entry_id,))
         cursor = conn.execute(
-            "INSERT INTO entry_signatures (entry_id, signature, shingles, title_numbers, dates)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO entry_signatures"
+            " (entry_id, signature, shingles, title_numbers, dates, published, bands)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 item.entry_id,
-                _pack(fp.signature),
+                signature,
                 _pack(sorted(fp.shingles)),
                 " ".join(sorted(fp.title_numbers)),
                 " ".join(f"{m}-{d}" for m, d in sorted(fp.dates)),
+                published,
+                _pack(bands),
             ),
         )
-        fp_id = cursor.lastrowid
-        assert fp_id is not None
-        published = _epoch(item.published)
-        bands += [(key, published, fp_id) for key in fp.band_keys]
-    conn.executemany(
-        "INSERT OR IGNORE INTO entry_bands (band_key, published, fp_id) VALUES (?, ?, ?)", bands
-    )
+        assert cursor.lastrowid is not None
+        written.append(IndexedKeys(cursor.lastrowid, published, bands, signature))
+    return written
 
 
 def merge_stories(conn: sqlite3.Connection, merges: Iterable[tuple[str, str]]) -> None:
@@ -109,26 +226,51 @@ def merge_stories(conn: sqlite3.Connection, merges: Iterable[tuple[str, str]]) -
 
 
 def rebuild_story_keys(conn: sqlite3.Connection) -> int:
-    """Fingerprint again every entry that had keys (schema migration 7); returns how many."""
+    """Fingerprint again every entry that had keys (schema migration 7); returns how many.
+
+    Writes the fingerprint rows as schema 7 has them; migration 8 adds their band keys."""
     query = f"""
-        SELECT id, title, substr(summary_text, 1, {LEAD_CHARS}) AS lead, canonical_url, published
+        SELECT id, title, substr(summary_text, 1, {LEAD_CHARS}) AS lead, canonical_url
           FROM entries WHERE id IN (SELECT entry_id FROM old_entry_signatures)
     """
     count = 0
     cursor = conn.execute(query)
     while rows := cursor.fetchmany(1000):
-        keys = []
-        for entry_id, title, lead, url, published in rows:
-            when = from_db_time(published)
-            assert when is not None
-            keys.append(StoryKeys(entry_id, when, fingerprint(title, lead or "", url)))
-        write_story_keys(conn, keys)
-        count += len(keys)
+        for entry_id, title, lead, url in rows:
+            fp = fingerprint(title, lead or "", url)
+            conn.execute(
+                "INSERT INTO entry_signatures (entry_id, signature, shingles, title_numbers, dates)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    entry_id,
+                    _pack(fp.signature),
+                    _pack(sorted(fp.shingles)),
+                    " ".join(sorted(fp.title_numbers)),
+                    " ".join(f"{m}-{d}" for m, d in sorted(fp.dates)),
+                ),
+            )
+        count += len(rows)
     return count
+
+
+def fill_band_keys(conn: sqlite3.Connection) -> None:
+    """Each stored fingerprint's band keys and publication time (schema migration 8)."""
+    rows = conn.execute(
+        "SELECT g.fp_id, g.signature, e.published FROM entry_signatures g"
+        " JOIN entries e ON e.id = g.entry_id"
+    ).fetchall()
+    conn.executemany(
+        "UPDATE entry_signatures SET bands = ?, published = ? WHERE fp_id = ?",
+        [
+            (_pack(band_keys(_unpack(signature))), _epoch(_db_time(published)), fp_id)
+            for fp_id, signature, published in rows
+        ],
+    )
 
 
 class StoriesStore:
     conn: sqlite3.Connection
+    band_index: BandIndex
 
     def story_candidates(
         self, queries: Sequence[CandidateQuery], window: timedelta
@@ -136,38 +278,24 @@ class StoriesStore:
         """For each query, the stored entries sharing a band key within the window of its
         publication, or having one of its `urls`, with their stored fingerprints.
 
-        A few statements for the whole batch (one poll of one source): the band rows (each key
-        one index range on (band_key, published)), the address matches, then the candidates'
-        rows and their stories' sources. Per query only the MAX_CANDIDATES sharing the most
-        bands are kept (the expected number of shared bands grows with the square of the
-        similarity, so true matches rank first; frequent words make some band keys common to
-        many unrelated items). Only entries with stored keys count: they are the ones already
-        given their story.
+        The band keys of the days the windows cover are read into memory once (`BandIndex`);
+        then one statement finds the address matches and one reads the candidates' rows and
+        their stories' sources, for the whole batch (one poll of one source). Per query only the
+        MAX_CANDIDATES sharing the most bands are kept (the expected number of shared bands
+        grows with the square of the similarity, so true matches rank first; frequent words
+        make some band keys common to many unrelated items). Only entries with stored keys
+        count: they are the ones already given their story.
         """
         if not queries:
             return []
-        if len(queries) > _MAX_QUERIES:
-            return [
-                found
-                for start in range(0, len(queries), _MAX_QUERIES)
-                for found in self.story_candidates(queries[start : start + _MAX_QUERIES], window)
-            ]
-        probes = [
-            (n, _epoch(q.published - window), _epoch(q.published + window), tuple(q.band_keys))
-            for n, q in enumerate(queries)
+        reach = int(window.total_seconds())
+        spans = [(_epoch(q.published) - reach, _epoch(q.published) + reach) for q in queries]
+        days = {day for lo, hi in spans for day in range(lo // DAY, hi // DAY + 1)}
+        self.band_index.refresh(self.conn, days)
+        wanted = [
+            set(self.band_index.ranked(q.band_keys, lo, hi, q.signature))
+            for q, (lo, hi) in zip(queries, spans, strict=True)
         ]
-        (hits,) = self.conn.execute(BAND_HITS, (json.dumps(probes),)).fetchone()
-        shared = Counter(hits.split(",") if hits else ())  # counted as text: fewer to parse
-        # query, most shared bands, fp id: see _QUERY_SHIFT (all in C: no Python per hit)
-        counts = map(lshift, shared.values(), repeat(_COUNT_SHIFT))
-        ranks = sorted(map(sub, map(int, shared.keys()), counts))
-        wanted: list[set[int]] = []
-        for n in range(len(queries)):
-            start = bisect_left(ranks, n << _QUERY_SHIFT)
-            end = bisect_left(
-                ranks, (n + 1) << _QUERY_SHIFT, start, min(len(ranks), start + MAX_CANDIDATES)
-            )
-            wanted.append({rank & _FP_MASK for rank in ranks[start:end]})
         by_url: defaultdict[str, set[int]] = defaultdict(set)
         urls = sorted({u for q in queries for u in q.urls if u})
         if urls:
@@ -186,9 +314,19 @@ class StoriesStore:
                 wanted[n] |= by_url.get(url, set())
         loaded = self._candidates(set().union(*wanted))
         return [
-            [loaded[fp_id] for fp_id in ids if loaded[fp_id].entry_id != q.entry_id]
+            [
+                loaded[fp_id]
+                for fp_id in sorted(ids)
+                if fp_id in loaded and loaded[fp_id].entry_id != q.entry_id
+            ]
             for q, ids in zip(queries, wanted, strict=True)
         ]
+
+    def write_story_keys(self, keys: Iterable[StoryKeys]) -> None:
+        """`write_story_keys` inside the caller's transaction, indexed at once (regrouping reads
+        what it has just written); a rolled-back transaction leaves only extra candidates."""
+        for written in write_story_keys(self.conn, keys):
+            self.band_index.add(written)
 
     def _candidates(self, fp_ids: set[int]) -> dict[int, StoryItem]:
         """fp id -> the candidate with its stored fingerprint and its story's sources."""
@@ -241,8 +379,8 @@ class StoriesStore:
     def ungroup_all(self) -> None:
         """Every entry back in a story of its own, with no band keys or signature (inside the
         caller's transaction): the start of regrouping."""
-        self.conn.execute("DELETE FROM entry_bands")
         self.conn.execute("DELETE FROM entry_signatures")
+        self.band_index.clear()
         self.conn.execute("UPDATE entries SET story_id = id WHERE story_id IS NOT id")
 
     def replace_tags(self, entry_id: str, tags: Sequence[str], published: datetime) -> None:
@@ -316,6 +454,12 @@ def _date(text: str) -> tuple[int, int]:
     """(5, 16) from "5-16"."""
     month, _, day = text.partition("-")
     return int(month), int(day)
+
+
+def _db_time(text: str) -> datetime:
+    when = from_db_time(text)
+    assert when is not None
+    return when
 
 
 def _epoch(when: datetime) -> int:

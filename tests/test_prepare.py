@@ -1,0 +1,149 @@
+"""Reading bodies in worker processes (prepare.py) stores exactly what reading them inline does,
+and a worker process that dies costs nothing but speed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aggregator.clock import FixedClock
+from aggregator.prepare import POOL_MIN_SOURCES, Preparer
+from aggregator.settings import FetchSettings, Settings, SourceSettings, TagRule
+from aggregator.store import Store
+from aggregator.update import update
+from tests.feedmaker import Item, rss
+from tests.servers import FeedServer, Response
+
+NOW = datetime(2024, 5, 16, 12, 0, tzinfo=UTC)
+FETCH = FetchSettings(timeout=5.0, deadline=5.0, concurrency=8, per_host=8, host_spacing=0.0)
+SOURCES = POOL_MIN_SOURCES + 2
+TAGS = (
+    TagRule(name="gba", title="Greater Bay Area", any=("Greater Bay Area", "大灣區")),
+    TagRule(name="science", title="Science", all=(("research", "科研"), ("Shenzhen", "深圳"))),
+)
+EVENT = "Hong Kong and Shenzhen universities sign joint research agreement on {}"
+EVENT_ZH = "香港與深圳大學簽署聯合科研協議 推動大灣區{}合作"
+
+
+def feed(n: int) -> bytes:
+    """Source n: its own items, and its telling of two events five sources share."""
+    items = [Item(unrelated_title(n, k), f"https://s{n}.example/{k}") for k in range(6)]
+    if n < 5:
+        wording = ("", " today", " in Shenzhen", " this week", " on Thursday")[n]
+        items.append(
+            Item(
+                EVENT.format("quantum computing") + wording,
+                f"https://s{n}.example/event",
+                description="<p>The Greater Bay Area research pact covers <b>quantum</b> labs.</p>",
+            )
+        )
+        items.append(Item(EVENT_ZH.format("人工智能"), f"https://s{n}.example/zh-event"))
+    return rss(items, title=f"Source {n}")
+
+
+def unrelated_title(n: int, k: int) -> str:
+    """Four made-up words, like no other title here."""
+    digest = hashlib.sha256(f"{n}/{k}".encode()).digest()
+    return " ".join(
+        "".join(chr(ord("a") + b % 26) for b in digest[i : i + 7]) for i in range(0, 28, 7)
+    )
+
+
+def settings_for(server: FeedServer, data_dir: Path) -> Settings:
+    for n in range(SOURCES):
+        server.routes[f"/s{n}.xml"] = Response(
+            200, feed(n), {"Content-Type": "application/rss+xml"}
+        )
+    sources = tuple(
+        SourceSettings(id=f"s{n}", url=server.url(f"/s{n}.xml"), name=f"S{n}")
+        for n in range(SOURCES)
+    )
+    return Settings(
+        path=data_dir / "feeds.toml", data_dir=data_dir, fetch=FETCH, sources=sources, tags=TAGS
+    )
+
+
+EntryRow = tuple[str, str, str, str, tuple[str, ...]]
+
+
+def stored(store: Store) -> tuple[set[EntryRow], set[frozenset[str]], set[bytes]]:
+    """Entries (all but the story id), stories as sets of members, fingerprints."""
+    entries = {
+        (e.entry.id, e.entry.title, e.entry.summary_html, e.entry.content_hash, e.entry.tags)
+        for e in store.entries()
+    }
+    members: dict[str, set[str]] = {}
+    for entry_id, story_id in store.story_map().items():
+        members.setdefault(story_id, set()).add(entry_id)
+    rows = store.conn.execute("SELECT entry_id, signature, shingles, bands FROM entry_signatures")
+    fingerprints = {b"|".join([row[0].encode(), row[1], row[2], row[3]]) for row in rows}
+    return entries, {frozenset(m) for m in members.values()}, fingerprints
+
+
+def test_worker_processes_store_what_inline_reading_stores(
+    http_server: FeedServer, tmp_path: Path
+) -> None:
+    results = []
+    for processes in (2, 1):
+        data_dir = tmp_path / f"p{processes}"
+        settings = settings_for(http_server, data_dir)
+        store = Store(data_dir / "aggregator.db")
+        preparer = Preparer(processes)
+        try:
+            report = update(settings, store, FixedClock(NOW), force=True, preparer=preparer)
+            assert preparer.pooled == (processes > 1)
+            assert report.new == 5 * 8 + (SOURCES - 5) * 6 and not report.failed
+            results.append(stored(store))
+            # A second poll: the worker processes read the stored hashes, nothing is new.
+            again = update(settings, store, FixedClock(NOW), force=True, preparer=preparer)
+            assert (again.new, again.updated) == (0, 0)
+            assert sum(o.unchanged for o in again.outcomes) == report.new
+        finally:
+            preparer.close()
+            store.close()
+    pooled, inline = results
+    assert pooled == inline
+    entries, stories, _ = pooled
+    assert len([s for s in stories if len(s) == 5]) == 2  # each event once, five sources
+    tags = {title: tags for _, title, _, _, tags in entries}
+    assert tags[EVENT.format("quantum computing")] == ("gba", "science")
+    assert tags[EVENT_ZH.format("人工智能")] == ("gba", "science")
+
+
+def test_a_worker_process_that_dies_costs_nothing_but_speed(
+    http_server: FeedServer, tmp_path: Path
+) -> None:
+    settings = settings_for(http_server, tmp_path)
+    store = Store(tmp_path / "aggregator.db")
+    preparer = Preparer(2)
+    try:
+        assert preparer.use_pool(settings, store.path, SOURCES)
+        for pid in {started.result() for started in preparer.warm()}:
+            os.kill(pid, signal.SIGKILL)
+        report = update(settings, store, FixedClock(NOW), force=True, preparer=preparer)
+        assert not report.failed and report.new == 5 * 8 + (SOURCES - 5) * 6
+        assert not preparer.pooled  # read inline after the pool broke
+        # The next poll starts worker processes again.
+        more = replace(settings, sources=settings.sources[:SOURCES])
+        update(more, store, FixedClock(NOW), force=True, preparer=preparer)
+        assert preparer.pooled
+    finally:
+        preparer.close()
+        store.close()
+
+
+def test_a_small_poll_reads_inline(http_server: FeedServer, tmp_path: Path) -> None:
+    settings = settings_for(http_server, tmp_path)
+    settings = replace(settings, sources=settings.sources[: POOL_MIN_SOURCES - 1])
+    store = Store(tmp_path / "aggregator.db")
+    preparer = Preparer(2)
+    try:
+        report = update(settings, store, FixedClock(NOW), force=True, preparer=preparer)
+        assert report.new > 0 and not preparer.pooled
+    finally:
+        preparer.close()
+        store.close()
