@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -109,7 +110,7 @@ async def _poll(
 ) -> list[SourceOutcome]:
     outcomes = []
     agent = settings.fetch.user_agent
-    tagger = compile_rules(settings.tags)
+    tagger = functools.cache(lambda: compile_rules(settings.tags))  # worker processes have theirs
     preparer.use_pool(settings, store.path, len(sources))
     # Sources fetched and not yet stored hold their bodies: bound them, so memory stays flat
     # however many sources there are.
@@ -121,7 +122,7 @@ async def _poll(
             source,
             result,
             now,
-            tagger=tagger,
+            tagger=tagger(),
             timezone=settings.timezone,
             stored_hashes=store.content_hashes,
         )
@@ -394,23 +395,24 @@ def assign_stories(
     window = timedelta(seconds=settings.window)
     if fingerprints is None:
         fingerprints = [fingerprint(i.title, i.lead, i.canonical_url) for i in items]
+    bands = [fp.band_keys for fp in fingerprints]
     queries = [
         CandidateQuery(
             item.entry_id,
-            fp.band_keys,
+            item_bands,
             (item.canonical_url or "", *counterpart_urls(item.canonical_url, chinese=fp.chinese)),
             item.published,
             fp.signature,
         )
-        for item, fp in zip(items, fingerprints, strict=True)
+        for item, fp, item_bands in zip(items, fingerprints, bands, strict=True)
     ]
     found = store.story_candidates(queries, window)
     assigned: list[tuple[str, StoryKeys, tuple[str, ...]]] = []
-    for item, fp, candidates in zip(items, fingerprints, found, strict=True):
+    for item, fp, item_bands, candidates in zip(items, fingerprints, bands, found, strict=True):
         match = choose_story(
             item, candidates, threshold=settings.threshold, window=window, new_fingerprint=fp
         )
-        keys = story_keys(item.entry_id, item.published, fp)
+        keys = StoryKeys(item.entry_id, item.published, fp, item_bands)
         if match is None:
             assigned.append((item.entry_id, keys, ()))
         else:

@@ -4,7 +4,9 @@ server, `retag` and `entries --json` through the command line."""
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
+import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from aggregator.models import Entry
 from aggregator.process.dedupe import fingerprint
 from aggregator.settings import SourceSettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.stories import CandidateQuery, StoryKeys
+from aggregator.store.stories import CandidateQuery, StoryKeys, _as_int, _equal_values
 from tests.feedmaker import Item, rss
 from tests.servers import FeedServer, Response
 
@@ -328,6 +330,18 @@ def test_the_band_index_follows_the_window_and_other_writers(store: Store) -> No
     unrelated = fingerprint("Visitor arrivals in April rose on the Mainland", "", None)
     far_query = CandidateQuery("new", fp.band_keys, [], NOW, unrelated.signature)
     assert store.story_candidates([far_query], week) == [[]]
+
+
+def test_signature_values_are_compared_as_one_integer() -> None:
+    rng = random.Random(7)
+    for _ in range(500):
+        a = [rng.getrandbits(32) for _ in range(64)]
+        b = [x if rng.random() < 0.3 else rng.getrandbits(32) for x in a]
+        k = rng.randrange(64)
+        b[k] = a[k] ^ (1 << rng.randrange(32))  # one bit apart: not equal
+        packed = struct.Struct("<64I")
+        equal = _equal_values(_as_int(packed.pack(*a)), _as_int(packed.pack(*b)))
+        assert equal == sum(x == y for x, y in zip(a, b, strict=True))
 
 
 def test_migration_7_fingerprints_again_the_entries_that_had_keys(tmp_path: Path) -> None:

@@ -39,13 +39,11 @@ class EntriesStore:
     def apply_poll(self, write: PollWrite) -> None:
         """Store new and changed entries and the source's new fetch state, all or nothing."""
         with transaction(self.conn) as conn:
-            for entry in write.inserts:
-                conn.execute(_INSERT_ENTRY, _entry_row(entry, write.at))
-                _write_tags(conn, entry)
+            conn.executemany(_INSERT_ENTRY, [_entry_row(e, write.at) for e in write.inserts])
             for entry in write.updates:
                 conn.execute(_UPDATE_ENTRY, _entry_row(entry, write.at))
                 conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (entry.id,))
-                _write_tags(conn, entry)
+            _write_tags(conn, [*write.inserts, *write.updates])
             indexed = write_story_keys(conn, write.story_keys)
             merge_stories(conn, write.story_merges)
             checkpoint("store")  # crash tests: a kill here must roll the whole poll back
@@ -178,11 +176,10 @@ def _entry_row(entry: Entry, at: datetime) -> tuple[object, ...]:
     )
 
 
-def _write_tags(conn: sqlite3.Connection, entry: Entry) -> None:
-    published = to_db_time(entry.published)
+def _write_tags(conn: sqlite3.Connection, entries: Sequence[Entry]) -> None:
     conn.executemany(
         "INSERT OR IGNORE INTO entry_tags (entry_id, tag, published) VALUES (?, ?, ?)",
-        [(entry.id, tag, published) for tag in entry.tags],
+        [(e.id, tag, to_db_time(e.published)) for e in entries for tag in e.tags],
     )
 
 
