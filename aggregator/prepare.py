@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 POOL_MIN_SOURCES = 8  # due sources before worker processes pay for their start
 StoredHashes = Callable[[Sequence[str]], Mapping[str, str]]
+_PoolKey = tuple[tuple[TagRule, ...], str, str]  # what worker processes are started with
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,25 +107,25 @@ class Preparer:
     def __init__(self, processes: int | None = None) -> None:
         self._processes = processes if processes is not None else (os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
-        self._pool_key: tuple[object, ...] | None = None
+        self._pool_key: _PoolKey | None = None
+        self._wanted: _PoolKey | None = None  # this poll's key, when it may use a pool
 
     def use_pool(self, settings: Settings, db_path: Path | str, sources: int) -> bool:
-        """Whether this poll runs in worker processes (starting them when needed)."""
+        """Whether this poll reads in worker processes. They start at the first body to read
+        (a poll of 304s never starts them), and again when the rules changed."""
+        self._wanted = None
         if self._processes < 2 or sources < POOL_MIN_SOURCES or str(db_path) == ":memory:":
             return False
-        key = (settings.tags, settings.timezone, str(db_path))
+        key: _PoolKey = (settings.tags, settings.timezone, str(db_path))
         if self._pool is not None and key != self._pool_key:
             self.close()
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self._processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(settings.tags, settings.timezone, str(db_path)),
-            )
-            self._pool_key = key
-            self.warm()
+        self._wanted = key
         return True
+
+    @property
+    def parallelism(self) -> int:
+        """How many sources are read at once: one per worker process, or one inline."""
+        return self._processes if self._wanted is not None else 1
 
     @property
     def pooled(self) -> bool:
@@ -132,11 +133,24 @@ class Preparer:
         return self._pool is not None
 
     def warm(self) -> list[Future[int]]:
-        """Have the worker processes start now, importing what they need while the poll
-        fetches; each future gives the process id of the worker that ran it."""
-        if self._pool is None:
+        """Start the worker processes now (if this poll may use them); each future gives the
+        process id of the worker that ran it."""
+        pool = self._started()
+        if pool is None:
             return []
-        return [self._pool.submit(os.getpid) for _ in range(self._processes)]
+        return [pool.submit(os.getpid) for _ in range(self._processes)]
+
+    def _started(self) -> ProcessPoolExecutor | None:
+        if self._pool is None and self._wanted is not None:
+            tags, timezone, db_path = self._wanted
+            self._pool = ProcessPoolExecutor(
+                self._processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(tags, timezone, db_path),
+            )
+            self._pool_key = self._wanted
+        return self._pool
 
     async def prepare(
         self,
@@ -148,14 +162,14 @@ class Preparer:
         inline_prepare: Callable[[SourceSettings, FetchResult, datetime], Prepared],
     ) -> Prepared:
         loop = asyncio.get_running_loop()
-        if self._pool is not None:
+        pool = self._started()
+        if pool is not None:
             try:
-                return await loop.run_in_executor(
-                    self._pool, _prepare_in_worker, source, result, now
-                )
+                return await loop.run_in_executor(pool, _prepare_in_worker, source, result, now)
             except BrokenProcessPool:
                 log.warning("a worker process died; reading the rest of this poll inline")
                 self.close()
+                self._wanted = None
         return await loop.run_in_executor(inline, inline_prepare, source, result, now)
 
     def close(self) -> None:

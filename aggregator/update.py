@@ -112,9 +112,11 @@ async def _poll(
     agent = settings.fetch.user_agent
     tagger = functools.cache(lambda: compile_rules(settings.tags))  # worker processes have theirs
     preparer.use_pool(settings, store.path, len(sources))
-    # Sources fetched and not yet stored hold their bodies: bound them, so memory stays flat
-    # however many sources there are.
+    # Memory stays flat however many sources there are: sources fetched and not yet stored
+    # hold their bodies (bytes: bounded loosely), and read ones their entries (objects many
+    # times the size of the bytes: only a few at a time, as many as keep every core busy).
     in_flight = asyncio.Semaphore(max(settings.fetch.concurrency, MIN_IN_FLIGHT))
+    reading = asyncio.Semaphore(2 * preparer.parallelism + 2)
     loop = asyncio.get_running_loop()
 
     def prepare_inline(source: SourceSettings, result: FetchResult, now: datetime) -> Prepared:
@@ -134,6 +136,15 @@ async def _poll(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-store") as worker:
             writer = _Writer(worker)
 
+            async def read(source: SourceSettings, result: FetchResult) -> Prepared:
+                try:
+                    return await preparer.prepare(
+                        source, result, clock.now(), inline=worker, inline_prepare=prepare_inline
+                    )
+                except Exception as error:  # a bug must cost one source, not the whole poll
+                    log.exception("unexpected error while reading %s", source.id)
+                    return Prepared(error=f"internal error: {error!r}")
+
             async def poll_one(source: SourceSettings) -> None:
                 async with in_flight:
                     state = states[source.id]
@@ -144,18 +155,15 @@ async def _poll(
                         result = await fetcher.fetch(request)
                     except FetchError as error:
                         result = error
-                    prepared = None
-                    if isinstance(result, FetchResult) and not result.not_modified:
-                        now = clock.now()
-                        try:
-                            prepared = await preparer.prepare(
-                                source, result, now, inline=worker, inline_prepare=prepare_inline
-                            )
-                        except Exception as error:  # a bug must cost one source, not the poll
-                            log.exception("unexpected error while reading %s", source.id)
-                            prepared = Prepared(error=f"internal error: {error!r}")
-                    args = (settings, store, clock, batch, source, state, result, prepared)
-                    outcome = await writer.store(args)
+                    args: ProcessArgs
+                    if isinstance(result, FetchError) or result.not_modified:
+                        args = (settings, store, clock, batch, source, state, result, None)
+                        outcome = await writer.store(args)
+                    else:
+                        async with reading:
+                            prepared = await read(source, result)
+                            args = (settings, store, clock, batch, source, state, result, prepared)
+                            outcome = await writer.store(args)
                 outcome = dataclasses.replace(outcome, duration=time.perf_counter() - started)
                 outcomes.append(outcome)
                 if on_outcome is not None:

@@ -136,7 +136,7 @@ class Worker:
         self.send_digests = send_digests or _send_due_digests
         self.reload_requested = False
         self._config_stamp = _stamp(app.settings.path)
-        self._published_stamp: tuple[int, str | None] | None = None
+        self._published_stamp: int | None = None
         self.preparer = Preparer()  # its worker processes, once started, serve every tick
 
     # The tick ---------------------------------------------------------------------------------

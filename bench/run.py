@@ -47,7 +47,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 VENV = BENCH / ".venv"
 DOCS = REPO / "docs" / "benchmarks.md"
-PEER_SCRIPTS = ("poll_concurrency", "curation", "publish", "digest")
+PEER_SCRIPTS = ("poll_concurrency", "curation", "publish", "digest", "scale")
 START_MARK = "<!-- bench:summary:start -->"
 END_MARK = "<!-- bench:summary:end -->"
 PROFILE_START = "<!-- bench:profile:start -->"
@@ -183,6 +183,75 @@ def aggregator_polls(urls: Sequence[str], items: int, repeats: int, work: Path) 
     return [
         rate_figure("first poll", "items/s", items, first, target=">= 5x reader (aim 10x)"),
         rate_figure("second poll (all 304)", "feeds/s", len(urls), second, target=">= 2x reader"),
+    ]
+
+
+POLL_MEMORY = """
+import json, resource, sys
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+import run
+from aggregator.clock import SystemClock
+from aggregator.store import Store
+from aggregator.update import update
+
+if __name__ == "__main__":
+    urls = json.loads(Path({urls!r}).read_text())
+    settings = run.aggregator_settings(urls, Path({data!r}))
+    before = run.peak_rss_mb()
+    report = update(settings, Store(settings.data_dir / "aggregator.db"), SystemClock(), force=True)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({{"new": report.new, "before": before, "main": run.peak_rss_mb(),
+                      "worker": workers}}))
+"""
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def first_poll_memory(urls: Sequence[str], items: int, repeats: int, work: Path) -> list[Figure]:
+    """Peak resident memory of a first poll, in a fresh process each time: the main process
+    (fetching, storing, the band index) and the largest worker process (reading bodies)."""
+    main, worker = [], []
+    (work / "urls.json").write_text(json.dumps(list(urls)))
+    for repeat in range(repeats):
+        data_dir = work / f"aggregator-memory-{repeat}"
+        code = POLL_MEMORY.format(
+            bench=str(BENCH), urls=str(work / "urls.json"), data=str(data_dir)
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+        )
+        result = json.loads(done.stdout.splitlines()[-1])
+        check(result["new"] == items, f"memory run stored {result['new']} of {items} items")
+        main.append(result["main"])
+        worker.append(result["worker"])
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return [
+        Figure(
+            "first poll, peak memory of the main process",
+            "MB",
+            statistics.median(main),
+            min(main),
+            max(main),
+            target="< 150 MB",
+            better="lower",
+            note="VmHWM; interpreter and imports included",
+        ),
+        Figure(
+            "first poll, peak memory of a worker process",
+            "MB",
+            statistics.median(worker),
+            min(worker),
+            max(worker),
+            better="lower",
+            note="largest of the worker processes that read bodies (one per core)",
+        ),
     ]
 
 
@@ -500,6 +569,7 @@ def main() -> None:
             print(f"== corpus: {feeds} feeds x {args.items} items, {size:.1f} MB at {base}")
             print("== aggregator", flush=True)
             figures += aggregator_polls(urls, items, repeats, work)
+            figures += first_poll_memory(urls, items, repeats, work)
             if not args.no_peers:
                 print("== reader", flush=True)
                 figures += reader_polls(urls, items, repeats, work)

@@ -147,3 +147,19 @@ def test_a_small_poll_reads_inline(http_server: FeedServer, tmp_path: Path) -> N
     finally:
         preparer.close()
         store.close()
+
+
+def test_a_poll_with_nothing_to_read_starts_no_worker_process(
+    http_server: FeedServer, tmp_path: Path
+) -> None:
+    settings = settings_for(http_server, tmp_path)
+    for n in range(SOURCES):
+        http_server.routes[f"/s{n}.xml"] = Response(404, b"gone")
+    store = Store(tmp_path / "aggregator.db")
+    preparer = Preparer(2)
+    try:
+        report = update(settings, store, FixedClock(NOW), force=True, preparer=preparer)
+        assert len(report.failed) == SOURCES and not preparer.pooled
+    finally:
+        preparer.close()
+        store.close()

@@ -160,3 +160,22 @@ def test_stories_group_members_and_lead_by_priority_then_earliest(store: Store) 
     assert story.tags == ("t",) and story.first_seen == NOW
     assert [s.id for s in store.stories(tag="t", limit=1)] == ["e1"]
     assert [s.id for s in store.stories()] == ["e1", "e2", "story-a"]
+
+
+def test_the_content_stamp_changes_with_entries_and_tags_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "aggregator.db")
+    store.sync_sources([source("s1", "https://a.example/feed", "A")], NOW)
+    stamps = [store.content_stamp()]
+    store.apply_poll(poll_write([]))  # a 304's kind of write: the source row only
+    stamps.append(store.content_stamp())
+    store.apply_poll(poll_write([make_entry(1, tags=("gba",))]))
+    stamps.append(store.content_stamp())
+    other = Store(tmp_path / "aggregator.db")  # another process: a retag changes a tag
+    other.replace_tags("e1", ("gba", "ai"), NOW)
+    other.close()
+    stamps.append(store.content_stamp())
+    store.prune_entries(older_than=NOW + timedelta(days=400), at=NOW)
+    stamps.append(store.content_stamp())
+    assert stamps[0] == stamps[1]
+    assert stamps[1] < stamps[2] < stamps[3] < stamps[4]
+    store.close()

@@ -73,18 +73,19 @@ class EntriesStore:
         limit: int | None = None,
     ) -> list[StoredEntry]:
         """Entries newest first, optionally only those with `tag` and published since `since`."""
-        where: list[str] = []
         params: list[object] = []
         if tag is not None:
-            where.append(
-                "e.id IN (SELECT entry_id FROM entry_tags WHERE tag = ? AND published >= ?)"
+            # The (tag, published) index walked newest first: stops at the limit, no sort.
+            clause = (
+                "JOIN entry_tags t ON t.entry_id = e.id WHERE t.tag = ? AND t.published >= ?"
+                " ORDER BY t.published DESC, t.entry_id"
             )
             params += [tag, to_db_time(since) or ""]
         elif since is not None:
-            where.append("e.published >= ?")
+            clause = "WHERE e.published >= ? ORDER BY e.published DESC, e.id"
             params.append(to_db_time(since))
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        clause += " ORDER BY e.published DESC, e.id"
+        else:
+            clause = "ORDER BY e.published DESC, e.id"
         if limit is not None:
             clause += " LIMIT ?"
             params.append(limit)

@@ -234,6 +234,32 @@ def _v8_band_keys_on_the_fingerprint(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX entry_signatures_by_published ON entry_signatures(published)")
 
 
+def _v9_content_version(conn: sqlite3.Connection) -> None:
+    """A counter that every change to entries or their tags bumps, by any writer: the worker
+    asks it whether to publish instead of counting every entry."""
+    run_script(
+        conn,
+        """
+        ALTER TABLE worker_state ADD COLUMN content_version INTEGER NOT NULL DEFAULT 0;
+        CREATE TRIGGER entries_inserted AFTER INSERT ON entries BEGIN
+            UPDATE worker_state SET content_version = content_version + 1 WHERE id = 1;
+        END;
+        CREATE TRIGGER entries_updated AFTER UPDATE ON entries BEGIN
+            UPDATE worker_state SET content_version = content_version + 1 WHERE id = 1;
+        END;
+        CREATE TRIGGER entries_deleted AFTER DELETE ON entries BEGIN
+            UPDATE worker_state SET content_version = content_version + 1 WHERE id = 1;
+        END;
+        CREATE TRIGGER entry_tags_inserted AFTER INSERT ON entry_tags BEGIN
+            UPDATE worker_state SET content_version = content_version + 1 WHERE id = 1;
+        END;
+        CREATE TRIGGER entry_tags_deleted AFTER DELETE ON entry_tags BEGIN
+            UPDATE worker_state SET content_version = content_version + 1 WHERE id = 1;
+        END;
+        """,
+    )
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_initial,
     2: _v2_stories,
@@ -243,6 +269,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     6: _v6_worker_state,
     7: _v7_compact_story_keys,
     8: _v8_band_keys_on_the_fingerprint,
+    9: _v9_content_version,
 }
 LATEST = max(MIGRATIONS)
 

@@ -67,10 +67,11 @@ class WorkerStore:
                 (to_db_time(slot),),
             )
 
-    def content_stamp(self) -> tuple[int, str | None]:
-        """Changes whenever entries are added, changed or deleted, by any process."""
-        row = self.conn.execute("SELECT count(*), max(last_changed) FROM entries").fetchone()
-        return int(row[0]), row[1]
+    def content_stamp(self) -> int:
+        """Changes whenever entries or their tags are added, changed or deleted, by any process
+        (a counter the schema's triggers keep)."""
+        row = self.conn.execute("SELECT content_version FROM worker_state WHERE id = 1").fetchone()
+        return int(row[0])
 
     def prune_entries(self, *, older_than: datetime, at: datetime) -> int:
         """Delete entries both published and first seen before `older_than`; tags go with them."""
