@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from feedparser.datetimes import _parse_date as feedparser_parse_date
+from feedparser.html import _cp1252
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.errors import ParseError
 from aggregator.models import Entry, ParsedFeed
@@ -151,3 +156,65 @@ def test_relative_links_and_xml_base() -> None:
     assert entry.link == "https://other.example/a/sub/one.html"
     assert entry.guid == "urn:x:1"
     assert entry.published == datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def test_generated_bench_feeds_agree(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The benchmark's feeds (RSS and Atom; English, Traditional and Simplified Chinese).
+    from bench.corpus import document
+
+    for index in range(6):
+        path = tmp_path / f"feed-{index}.xml"
+        path.write_bytes(document(index, 20, seed=8))
+        assert compare(path, monkeypatch), path.name
+
+
+_DATE_PIECES = {
+    "year": ["2024", "1999", "0000", "0001", "9999", "24", "٢٠٢٤"],
+    "month": ["01", "05", "12", "13", "00", "1"],
+    "day": ["01", "29", "30", "31", "32", "1", "00"],
+    "hour": ["00", "12", "23", "24", "1"],
+    "minute": ["00", "59", "60"],
+    "second": ["00", "59", "60", "5"],
+    "fraction": ["", "", ".5", ".123456789", ".9999999999999999999", ".", ".5z"],
+    "zone": ["Z", "z", "", "+08:00", "-05:30", "+0800", "+24:00", "-23:59", " GMT", "+08"],
+    "sep": ["T", "t", " "],
+    "day_name": ["Wed, ", "Sun, ", "Thu, ", "Sat, ", "wed, ", "Xyz, ", "", "Wed ", "Wednesday, "],
+    "month_name": ["May", "Feb", "Oct", "Aug", "may", "Foo", "September"],
+    "zone_822": ["+0000", "-0500", "+0800", "GMT", "UT", "UTC", "Z", "EST", "HKT", "gmt", "+08:00"],
+}
+_PIECE = {name: st.sampled_from(values) for name, values in _DATE_PIECES.items()}
+_RFC3339_LIKE = st.builds(
+    "{year}-{month}-{day}{sep}{hour}:{minute}:{second}{fraction}{zone}".format_map,
+    st.fixed_dictionaries(_PIECE),
+)
+_RFC822_LIKE = st.builds(
+    "{day_name}{day} {month_name} {year} {hour}:{minute}:{second} {zone_822}".format_map,
+    st.fixed_dictionaries(_PIECE),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(_RFC3339_LIKE, _RFC822_LIKE))
+def test_dates_are_read_as_feedparser_reads_them(value: str) -> None:
+    assert fast.read_date.__wrapped__(value) == feedparser_parse_date(value)
+
+
+def test_the_date_shortcut_reads_the_usual_forms() -> None:
+    for value in ("Wed, 01 May 2024 10:37:00 +0800", "2024-05-01T10:37:00.123+08:00"):
+        assert fast._RFC822.fullmatch(value) or fast._RFC3339.fullmatch(value)
+        assert fast.read_date.__wrapped__(value) == feedparser_parse_date(value)
+
+
+def _fix_text_reference(text: str) -> str:
+    """fast._fix_text as first written: a regex looks for C1 controls."""
+    if text.isascii():
+        return text
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        text = text.encode("iso-8859-1").decode("utf-8")
+    return text.translate(_cp1252) if re.search("[\x80-\x9f]", text) else text
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="a é\x80\x85\x9f\xa0\xc2\xc3\xa9香港\ud800\u00bf€", max_size=12))
+def test_text_fixes_are_feedparsers(text: str) -> None:
+    assert fast._fix_text(text) == _fix_text_reference(text)

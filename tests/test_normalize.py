@@ -6,14 +6,17 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.models import ParsedEntry
 from aggregator.process.normalize import (
     UNTITLED,
+    _canonical_url_by_w3lib,
+    _plain_canonical_url,
     absolute_link,
     canonical_url,
     content_hash,
@@ -129,6 +132,130 @@ def test_canonical_url_is_idempotent(url: str) -> None:
     assert canonical_url(once) == once
     assert "utm_" not in once and "fbclid" not in once
     assert once.isascii()
+
+
+# Each next to a limit of the plain-URL shortcut in canonical_url, on one side or the other.
+NEAR_PLAIN_URLS = [
+    "https://news.rthk.hk/rthk/en/component/k2/1749331-20240417.htm",
+    "https://www.news.gov.hk/chi/2024/04/20240419/20240419_190851_206.html",
+    "https://example.com",
+    "https://example.com/",
+    "https://example.com/a/b/",
+    "https://example.com/a//b",
+    "https://example.com/./a",
+    "https://example.com/a/..",
+    "https://example.com/a/.hidden",
+    "https://example.com/a..b/c.d",
+    "https://example.com/~user/x_y-z",
+    "https://example.com/a%2Fb",
+    "https://example.com/a%2fb",
+    "https://example.com/a b",
+    "https://example.com/a;b",
+    "https://example.com/a:b@c",
+    "https://example.com/香港",
+    "https://example.com?b=2&a=1",
+    "https://example.com/x?b=2&a=1&a=0",
+    "https://example.com/x?a=",
+    "https://example.com/x?a",
+    "https://example.com/x?=a",
+    "https://example.com/x?a=1&",
+    "https://example.com/x?a=1&&b=2",
+    "https://example.com/x?a=b=c",
+    "https://example.com/x?a=%41",
+    "https://example.com/x?a=1+2",
+    "https://example.com/x?utm_source=rss&id=1",
+    "https://example.com/x?UTM_Source=rss",
+    "https://example.com/x?id=1#frag",
+    "https://example.com/x#frag?not=query",
+    "https://example.com/x#",
+    "https://example.com/x#a b",
+    "https://Example.com/x",
+    "HTTPS://example.com/x",
+    "https://example.com:443/x",
+    "https://example.com:8443/x",
+    "https://user@example.com/x",
+    "https://example.com./x",
+    "https://.example.com/x",
+    "https://example..com/x",
+    "https://-example.com/x",
+    "https://example-.com/x",
+    "https://ex--ample.com/x",
+    "https://xn--fsqu00a.xn--j6w193g/x",
+    "https://xn--abc.com/x",
+    "https://1.2.3.4/x",
+    "https://0x7f.1/x",
+    "https://example.123/x",
+    "https://example.c0m/x",
+    "https://localhost/x",
+    f"https://{'a' * 63}.com/x",
+    f"https://{'a' * 64}.com/x",
+    f"https://{'a.' * 130}com/x",
+    "https://例子.香港/x",
+    "https://exa\tmple.com/x",
+    "https://example.com/x\\y",
+    "ftp://example.com/x",
+]
+
+
+def test_plain_urls_canonicalize_as_w3lib_does() -> None:
+    # canonical_url skips w3lib for the plainest URLs; w3lib stays the definition.
+    shortcut = [url for url in NEAR_PLAIN_URLS if _plain_canonical_url(url) is not None]
+    assert len(shortcut) >= 10
+    for url in NEAR_PLAIN_URLS:
+        assert canonical_url(url) == _canonical_url_by_w3lib(url.strip()), url
+
+
+_LABEL = st.text(alphabet="abzAZ09-", min_size=0, max_size=6)
+_NEAR_PLAIN = st.builds(
+    "{}://{}{}{}{}{}".format,
+    st.sampled_from(["http", "https", "HTTPS", "ftp"]),
+    st.one_of(
+        st.lists(_LABEL, min_size=1, max_size=4).map(".".join),
+        st.sampled_from(["example.com", "news.gov.hk", "xn--j6w193g.hk", "1.2.3.4", "例子.香港"]),
+    ),
+    st.sampled_from(["", "", "", ":443", ":80", ":8080", ":"]),
+    st.lists(st.text(alphabet="aZ09._~-%2f;:@+ 港", max_size=5), max_size=4).map(
+        lambda segments: "".join("/" + segment for segment in segments)
+    ),
+    st.one_of(
+        st.just(""),
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a", "b", "B", "id", "utm_source", "Fbclid", "", "a.b", "~"]),
+                st.sampled_from(["=", "=", ""]),
+                st.text(alphabet="az09._~-%+=港", max_size=4),
+            ),
+            min_size=1,
+            max_size=4,
+        ).map(lambda pairs: "?" + "&".join(k + eq + v for k, eq, v in pairs)),
+    ),
+    st.sampled_from(["", "", "#", "#top", "#a?b=c", "#港"]),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_NEAR_PLAIN)
+def test_canonical_url_shortcut_is_w3lib_on_random_urls(url: str) -> None:
+    assert canonical_url(url) == _canonical_url_by_w3lib(url.strip())
+
+
+def test_absolute_link_shortcut_is_urljoin() -> None:
+    def by_urljoin(link: str, base: str) -> str | None:  # the definition, without shortcut
+        try:
+            absolute = urljoin(base.strip(), link.strip())
+            parts = urlsplit(absolute)
+            ok = parts.scheme.lower() in ("http", "https") and parts.hostname
+        except ValueError:
+            return None
+        return absolute if link.strip() and ok else None
+
+    for link in NEAR_PLAIN_URLS:
+        for base in (
+            "https://news.example.org/feeds/rss.xml",
+            " http://a.example/ ",
+            "http://[::1",
+        ):
+            assert absolute_link(link, base) == by_urljoin(link, base), (link, base)
 
 
 @pytest.mark.parametrize(

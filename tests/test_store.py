@@ -179,3 +179,17 @@ def test_the_content_stamp_changes_with_entries_and_tags_only(tmp_path: Path) ->
     assert stamps[0] == stamps[1]
     assert stamps[1] < stamps[2] < stamps[3] < stamps[4]
     store.close()
+
+
+def test_polls_stored_together_roll_back_one_at_a_time(store: Store) -> None:
+    """update.py stores the sources ready together in one transaction: each poll is a savepoint,
+    so one that fails leaves the others to commit."""
+    from aggregator.store.database import transaction
+
+    stray = replace(make_entry(2), source_id="nowhere")  # no such source: a foreign key error
+    with transaction(store.conn):
+        store.apply_poll(poll_write([make_entry(1)]))
+        with pytest.raises(sqlite3.IntegrityError):
+            store.apply_poll(poll_write([stray]))
+        store.apply_poll(poll_write([make_entry(3)]))
+    assert sorted(e.entry.id for e in store.entries()) == ["e1", "e3"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from aggregator import config
 from aggregator.errors import ConfigError
@@ -15,12 +19,15 @@ from aggregator.models import Entry
 from aggregator.process.tag import (
     GroupExplanation,
     RuleExplanation,
+    Tagger,
     TermMatch,
+    _fields,
+    _Texts,
     compile_rules,
     parse_term,
     term_pattern,
 )
-from aggregator.process.text import fold, has_cjk
+from aggregator.process.text import CJK_RANGES, fold, has_cjk, literal_alternation, nfkc
 from aggregator.settings import TagRule
 
 WHEN = datetime(2024, 4, 26, tzinfo=UTC)
@@ -306,8 +313,6 @@ def test_tagger_is_reusable_and_keeps_rules() -> None:
     ],
 )
 def test_term_pattern(term: str, text: str, found: bool) -> None:
-    import re
-
     pattern = term_pattern(term)
     assert bool(pattern and re.search(pattern, fold(text))) == found
 
@@ -592,3 +597,102 @@ def test_score_is_the_sum_explain_shows(item: Entry) -> None:
     above = compile_rules([replace(SCORED, min_score=math.nextafter(explained.score, math.inf))])
     assert at.tags_for(item) == ("scored",)
     assert above.tags_for(item) == ()
+
+
+# --- the fast paths, held to their definitions --------------------------------------------------
+
+SHIPPED = config.load(Path(__file__).resolve().parent.parent / "config" / "feeds.toml").tags
+
+# Terms of the shipped rules, and what may stand next to them: Latin and CJK neighbours, letters
+# that extend a word ("é", "_", digits), full-width forms, Traditional spellings, hyphens, NUL.
+_PIECES = sorted(
+    {term.split(":", 1)[-1] for rule in SHIPPED for group in (*rule.all, rule.any, rule.none)
+     for term in group if "regex:" not in term}
+    | {"sign", "signed", "signing", "ＡＩ", "Ａi", "香港", "港", "深", "圳", "大灣", "區", "臺灣"}
+)  # fmt: skip
+SHIPPED_TAGGER = compile_rules(SHIPPED)
+_GLUE = ["", " ", "  ", "-", "é", "_", "1", "x", "中", ",", ".", "\x00", "\n", "s", "ed", "’"]
+_TEXT = st.lists(st.one_of(st.sampled_from(_PIECES), st.sampled_from(_GLUE)), max_size=14).map(
+    "".join
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_TEXT, _TEXT, st.lists(_TEXT, max_size=3), st.sampled_from(["", "Bench News 新聞", "科技"]))
+def test_tags_for_agrees_with_explain_on_the_shipped_rules(
+    title: str, summary: str, categories: list[str], source: str
+) -> None:
+    # explain looks for every term with its own pattern in every field: the reference.
+    tagger = SHIPPED_TAGGER
+    item = entry(title, summary, tuple(categories))
+    explained = {e.name for e in tagger.explain(item, source_name=source) if e.matched}
+    assert set(tagger.tags_for(item, source_name=source)) == explained
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_TEXT, _TEXT, st.lists(_TEXT, max_size=3))
+@example("HK lab talks", "HK and Shenzhen labs: AI, R&D, I&T", ["HK", "科技"])
+@example(RTHK_SHANGHAI.title, RTHK_SHANGHAI.summary_text, [])
+@example(GOVHK_SHENZHEN.title, GOVHK_SHENZHEN.summary_text, ["香港", "內地"])
+def test_scores_are_the_sums_explain_shows_on_the_shipped_rules(
+    title: str, summary: str, categories: list[str]
+) -> None:
+    # Whole-number weights: the tagger adds up by set intersection, in another order.
+    item = entry(title, summary, tuple(categories))
+    explained = SHIPPED_TAGGER.explain(item, source_name="科技")
+    texts = _Texts(_fields(item, "科技"), SHIPPED_TAGGER._vocabulary)
+    for compiled, explanation in zip(SHIPPED_TAGGER._rules, explained, strict=True):
+        assert compiled.score(texts) == explanation.score, compiled.rule.name
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_TEXT)
+def test_vocabulary_finds_what_patterns_find(text: str) -> None:
+    tagger = SHIPPED_TAGGER
+    vocabulary = tagger._vocabulary
+    folded = fold(text)
+    words = set(re.findall(rf"[^\W{CJK_RANGES}]+", folded))
+    assert vocabulary.words_in(folded) == {w for w in _vocabulary_words(tagger) if w in words}
+    assert vocabulary.substrings_in(folded) == {
+        s for s in _vocabulary_substrings(tagger) if s in folded
+    }
+
+
+def _vocabulary_words(tagger: Tagger) -> set[str]:
+    vocabulary = tagger._vocabulary
+    return set(vocabulary._ascii.values()) | set(vocabulary._others)
+
+
+def _vocabulary_substrings(tagger: Tagger) -> set[str]:
+    return set(tagger._vocabulary._within)
+
+
+def test_vocabulary_words_are_whole_words_next_to_any_letter() -> None:
+    tagger = compile_rules([TagRule(name="t", title="T", any=("caf", "café", "ai"))])
+    found = tagger._vocabulary.words_in
+    assert found("café") == {"café"}
+    assert found("caf") == {"caf"}
+    assert found("港深ai實驗室") == {"ai"}
+    assert found("aié") == set()
+    assert found("ai_") == set()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(alphabet="aA ，；（）\u3000：！？．｜ＡＫ\uff5e\u0338＜ﬁ㍿é\u0301香港臺", max_size=10)
+)
+def test_nfkc_is_unicodedatas(text: str) -> None:
+    assert nfkc(text) == unicodedata.normalize("NFKC", text)
+    assert has_cjk(text) == (re.search(f"[{CJK_RANGES}]", text) is not None)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.text(alphabet="ab香港", min_size=1, max_size=3), min_size=1), st.text("ab香港"))
+def test_literal_alternation_finds_the_longest_word_at_each_place(
+    words: list[str], text: str
+) -> None:
+    factored = re.compile(literal_alternation(words))
+    plain = re.compile("|".join(map(re.escape, sorted(set(words), key=lambda w: (-len(w), w)))))
+    for start in range(len(text) + 1):
+        got, want = factored.match(text, start), plain.match(text, start)
+        assert (got and got.group()) == (want and want.group())

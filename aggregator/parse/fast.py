@@ -13,10 +13,12 @@ Pure: UTF-8, DOCTYPE-free bytes in (see encoding.py), data out; the parser never
 
 from __future__ import annotations
 
-import contextlib
+import datetime
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any
 
 from feedparser.datetimes import _parse_date as feedparser_parse_date
@@ -25,6 +27,7 @@ from feedparser.mixin import _FeedParserMixin
 from feedparser.urls import _urljoin, make_safe_absolute_uri
 from lxml import etree  # type: ignore[import-untyped]  # no stubs in the lock
 
+from aggregator import urls
 from aggregator.models import ParsedEntry, ParsedFeed
 from aggregator.parse import feeds
 
@@ -67,6 +70,10 @@ _C1_CONTROL = re.compile("[\x80-\x9f]")
 _LINK_ENTITY = re.compile(r"&([A-Za-z0-9_]+);")
 
 _local = threading.local()
+# Element and attribute names by lxml's "{namespace}local" key: documents use a few dozen.
+_NAMES: dict[str, str] = {}
+_ATTRIBUTE_NAMES: dict[str, str] = {}
+_CACHED_NAMES = 1024
 
 
 class Rejected(Exception):
@@ -120,16 +127,28 @@ def _default_namespace_first(root: etree._Element, uri: str) -> bool:
 
 def element_name(element: etree._Element) -> str:
     """feedparser's name for an element: `title`, `dc_creator`, `content_encoded` ..."""
+    name = _NAMES.get(element.tag)
+    if name is not None:
+        return name
     qname = etree.QName(element)
     local: str = qname.localname.lower()
     namespace: str | None = qname.namespace
-    if namespace is None:
-        return local
-    lowered = namespace.lower()
-    if "backend.userland.com/rss" in lowered:
-        return local
-    prefix: str = _PREFIXES.get(lowered, element.prefix or "")
-    return f"{prefix.lower()}_{local}" if prefix else local
+    if namespace is None or "backend.userland.com/rss" in namespace.lower():
+        name = local
+    elif (prefix := _PREFIXES.get(namespace.lower())) is not None:
+        name = f"{prefix.lower()}_{local}" if prefix else local
+    else:  # a namespace feedparser does not know: the document's prefix for it
+        prefix = element.prefix or ""
+        return f"{prefix.lower()}_{local}" if prefix else local
+    _remember(_NAMES, element.tag, name)
+    return name
+
+
+def _remember(cache: dict[str, str], key: str, value: str) -> None:
+    """Keep `value` in a cache of names; a document of ever new names only empties it."""
+    if len(cache) >= _CACHED_NAMES:
+        cache.clear()
+    cache[key] = value
 
 
 def _has_handler(name: str) -> bool:
@@ -139,27 +158,44 @@ def _has_handler(name: str) -> bool:
 def _attributes(element: etree._Element) -> dict[str, str]:
     """Attributes by lowercased name, as feedparser's strict parser sees them."""
     found: dict[str, str] = {}
-    for key, value in element.attrib.items():
-        qname = etree.QName(key)
-        name = qname.localname
-        if qname.namespace is not None:
-            prefix = _PREFIXES.get(qname.namespace.lower(), "")
-            name = f"{prefix}:{name}" if prefix else name
-        name = name.lower()
+    for key, value in element.items():
+        name = _ATTRIBUTE_NAMES.get(key)
+        if name is None:
+            name = _attribute_name(key)
+            _remember(_ATTRIBUTE_NAMES, key, name)
         found[name] = value.lower() if name in ("rel", "type") else value
     return found
+
+
+def _attribute_name(key: str) -> str:
+    qname = etree.QName(key)
+    name: str = qname.localname
+    if qname.namespace is not None:
+        prefix = _PREFIXES.get(qname.namespace.lower(), "")
+        name = f"{prefix}:{name}" if prefix else name
+    return name.lower()
 
 
 def _fix_text(text: str) -> str:
     """feedparser's `pop` text fixes: UTF-8 read as Latin-1 undone, C1 controls as cp1252."""
     if text.isascii():
         return text
-    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
-        text = text.encode("iso-8859-1").decode("utf-8")
+    try:
+        fixed = text.encode("iso-8859-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):  # the usual case: nothing to undo
+        fixed = text
+    text = fixed
+    # C1 controls are "\xc2\x80".."\xc2\x9f" in UTF-8: no "\xc2" byte (the usual case in CJK
+    # text), no C1 control. Finding a byte is much quicker than a regex scan of the text.
+    if b"\xc2" not in text.encode("utf-8", "surrogatepass"):
+        return text
     return text.translate(_cp1252) if _C1_CONTROL.search(text) else text
 
 
 def _content_type(value: str) -> str:
+    known = _CONTENT_TYPES.get(value)
+    if known is not None:
+        return known
     value = value.lower()
     if value in ("text", "plain"):
         return "text/plain"
@@ -168,6 +204,14 @@ def _content_type(value: str) -> str:
     if value == "xhtml":
         return "application/xhtml+xml"
     return value
+
+
+# The usual spellings, read once (the function above is the definition).
+_CONTENT_TYPES: dict[str, str] = {}
+_CONTENT_TYPES.update(
+    (spelling, _content_type(spelling))
+    for spelling in ("text", "html", "xhtml", "text/plain", "text/html", "application/xhtml+xml")
+)
 
 
 class _Reader:
@@ -228,9 +272,11 @@ class _Reader:
 
     def _base(self, base: str, element: etree._Element) -> str:
         """The base URI inside `element`, as feedparser tracks xml:base (and a bare `base`)."""
+        if not element.attrib:  # the common case
+            return base
         declared = element.get(XML_BASE)
         if declared is None:
-            declared = next((v for k, v in element.attrib.items() if k.lower() == "base"), None)
+            declared = next((v for k, v in element.items() if k.lower() == "base"), None)
         if not declared:
             return base
         return make_safe_absolute_uri(base, declared) or base
@@ -275,22 +321,22 @@ class _Reader:
         seen: set[str] = set()
         authors = 0
         for child in item:
-            if not isinstance(child.tag, str):
+            tag = child.tag
+            if not isinstance(tag, str):
                 raise Rejected("entity reference")
-            name = element_name(child)
-            child_base = self._base(base, child)
-            handler = _ENTRY_HANDLERS.get(name)
-            if handler is not None:
-                key = _ONCE.get(name)
+            name = _NAMES.get(tag) or element_name(child)
+            handling = _HANDLING.get(name)
+            if handling is not None:
+                handler, key, is_author = handling
                 if key is not None:
                     if key in seen:
                         raise Rejected(f"repeated {name}")
                     seen.add(key)
-                if name in _AUTHOR_NAMES:
+                if is_author:
                     authors += 1
                     if authors > 1:
                         raise Rejected("several authors")
-                handler(self, entry, child, child_base)
+                handler(self, entry, child, self._base(base, child) if child.attrib else base)
             elif name in _HARMLESS:
                 self._check_harmless(child)
             elif _has_handler(name):
@@ -362,7 +408,7 @@ class _Reader:
         href = attrs.get("url", attrs.get("uri", attrs.get("href")))
         links = context.setdefault("links", [])
         if href:
-            href = _urljoin(base, href)
+            href = _join(base, href)
             links.append({"rel": attrs["rel"], "type": attrs["type"], "href": href})
             if attrs["rel"] == "alternate" and _content_type(attrs["type"]) in _HTML_TYPES:
                 context["link"] = href
@@ -370,10 +416,11 @@ class _Reader:
         links.append({"rel": attrs["rel"], "type": attrs["type"]})
         text = _stripped_text(element)
         if text:
-            text = _fix_text(_urljoin(base, text))
+            text = _fix_text(_join(base, text))
         if in_entry:  # feedparser's fix for `?a=1&b=2` read as entities; the feed's is smaller
             text = text.replace("&amp;", "&")
-        text = _LINK_ENTITY.sub(r"&\g<1>", text)
+        if "&" in text:
+            text = _LINK_ENTITY.sub(r"&\g<1>", text)
         context["link"] = text
         if text:
             links[-1]["href"] = text
@@ -388,7 +435,7 @@ class _Reader:
         is_link = _attributes(element).get("ispermalink", "true") == "true"
         text = _stripped_text(element)
         if text and is_link:
-            text = _urljoin(base, text)
+            text = _join(base, text)
         return _fix_text(text), is_link
 
     def _author(self, entry: dict[str, Any], element: etree._Element, base: str) -> None:
@@ -447,7 +494,7 @@ class _Reader:
     # --- text constructs ---------------------------------------------------------------------
 
     def _text_construct(self, element: etree._Element, *, default_type: str) -> dict[str, Any]:
-        attrs = _attributes(element)
+        attrs = _attributes(element) if element.attrib else _NO_ATTRIBUTES
         if attrs.get("mode") == "base64":
             raise Rejected("base64 content")
         content_type = _content_type(attrs.get("type", default_type))
@@ -464,12 +511,18 @@ class _Reader:
         # feedparser resolves URLs in markup (with urljoin, against xml:base); the sanitizer later
         # resolves them (by the URL Standard, against the document URL). The two agree only when
         # the bases do and the URLs are ordinary.
-        if detail["type"] not in _HTML_TYPES or not _MAY_CONTAIN_URIS.search(detail["value"]):
+        if detail["type"] not in _HTML_TYPES:
             return
+        value = detail["value"]
         if base != self.url:
-            raise Rejected("relative URLs under an xml:base")
-        if _ODD_URL.search(detail["value"]):
+            if _MAY_CONTAIN_URIS.search(value):
+                raise Rejected("relative URLs under an xml:base")
+        # _ODD_URL first: its scan (for "=") is far quicker, and it rarely matches.
+        elif _ODD_URL.search(value) and _MAY_CONTAIN_URIS.search(value):
             raise Rejected("a URL the two resolvers may read differently")
+
+
+_NO_ATTRIBUTES: dict[str, str] = {}
 
 
 def _date_handler(key: str) -> Callable[[_Reader, dict[str, Any], etree._Element, str], None]:
@@ -478,9 +531,59 @@ def _date_handler(key: str) -> Callable[[_Reader, dict[str, Any], etree._Element
             raise Rejected("markup inside a date")
         value = _fix_text(_stripped_text(element))
         entry[key] = value
-        entry[key + "_parsed"] = feedparser_parse_date(value)
+        entry[key + "_parsed"] = read_date(value)
 
     return handle
+
+
+# The two forms nearly every feed uses, exactly as feedparser reads them: its W3C-DTF reader
+# (tried first; it declines RFC 822 dates) for RFC 3339, its RFC 822 reader for the other.
+_RFC3339 = re.compile(
+    r"(?a)(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.\d{1,9})?(?:[Zz]|([+-])(\d\d):(\d\d))?"
+)
+_RFC822 = re.compile(
+    r"(?a)(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d?) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"(\d{4}) (\d\d):(\d\d):(\d\d) (?:GMT|UTC?|Z|([+-])(\d\d)(\d\d))"
+)
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        start=1,
+    )
+}
+
+
+@lru_cache(maxsize=64)  # an Atom entry's <published> is often its <updated>
+def read_date(value: str) -> time.struct_time | None:
+    """feedparser's reading of a date (UTC struct_time), quicker for RFC 3339 and RFC 822."""
+    if match := _RFC3339.fullmatch(value):
+        year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
+    elif match := _RFC822.fullmatch(value):
+        year, day, hour, minute, second = map(int, match.group(3, 1, 4, 5, 6))
+        month = _MONTHS[match[2]]
+    else:
+        return feedparser_parse_date(value)  # type: ignore[no-any-return]
+    sign, zone_hours, zone_minutes = match.group(7, 8, 9)
+    offset_hours = int(zone_hours) if zone_hours else 0
+    offset_minutes = int(zone_minutes) if zone_minutes else 0
+    if sign == "-":
+        offset_hours, offset_minutes = -offset_hours, -offset_minutes
+    try:  # feedparser's own steps, so as to give its results and take its errors
+        stamp = datetime.datetime(year, month, day, hour, minute, second)
+        return (
+            stamp - datetime.timedelta(hours=offset_hours, minutes=offset_minutes)
+        ).utctimetuple()
+    except (ValueError, OverflowError):
+        return feedparser_parse_date(value)  # type: ignore[no-any-return]  # its other readers
+
+
+def _join(base: str, uri: str) -> str:
+    """feedparser's _urljoin, without its two parses for the usual absolute link."""
+    # For those, feedparser's fix of "http:///x" changes nothing either.
+    if urls.joins_to_itself(uri) and urls.base_parses(base):
+        return uri
+    return _urljoin(base, uri)  # type: ignore[no-any-return]
 
 
 def _descendants(element: etree._Element) -> Iterator[etree._Element]:
@@ -495,7 +598,8 @@ def _stripped_text(element: etree._Element) -> str:
 
 
 def _looks_html(text: str) -> bool:
-    return bool(_FeedParserMixin.looks_like_html(text))
+    # feedparser looks for a closing tag or an entity: no "<" and no "&", neither.
+    return ("<" in text or "&" in text) and bool(_FeedParserMixin.looks_like_html(text))
 
 
 def _add_tag(tags: list[dict[str, Any]], tag: dict[str, Any]) -> None:
@@ -560,4 +664,9 @@ _ONCE: dict[str, str] = {
     "content_encoded": "content",
     "guid": "id",
     "id": "id",
+}
+# name -> (handler, the field it may fill once, whether it names the author), in one lookup.
+_HANDLING: dict[str, tuple[_Handler, str | None, bool]] = {
+    name: (handler, _ONCE.get(name), name in _AUTHOR_NAMES)
+    for name, handler in _ENTRY_HANDLERS.items()
 }

@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import feedparser
 
+from aggregator import urls
 from aggregator.errors import ParseError
 from aggregator.models import ParsedEntry, ParsedFeed
 from aggregator.parse.encoding import decode_text, decode_xml, media_type_and_charset, strip_doctype
@@ -40,6 +41,7 @@ ZONE_OFFSETS: Mapping[str, timedelta] = {
 }
 _ZONE_SUFFIX = re.compile(r"^(?P<rest>.*\S)\s+(?P<zone>[A-Za-z]{3,4})$")
 _HTML_ROOT = re.compile(rb"<html\b", re.IGNORECASE)
+_MAPPINGS = (dict, Mapping)  # dict first: checking the Mapping ABC costs more
 
 
 def parse_feed(content: bytes, *, url: str, content_type: str | None = None) -> ParsedFeed:
@@ -193,9 +195,11 @@ def _entry_from_feedparser(entry: Mapping[str, Any], base_url: str) -> ParsedEnt
     # report only a link the source gave, so that later stages know to fall back to the guid.
     link = entry.get("link") if entry.get("links") else None
     content = entry.get("content") or ()
-    updated = parse_date(entry.get("updated"), entry.get("updated_parsed"))
+    updated_raw = entry.get("updated"), entry.get("updated_parsed")
+    published_raw = entry.get("published"), entry.get("published_parsed")
+    updated = parse_date(*updated_raw)
     # Atom entries with only <updated> and RDF's dc:date still tell when the item appeared.
-    published = parse_date(entry.get("published"), entry.get("published_parsed"))
+    published = updated if published_raw == updated_raw else parse_date(*published_raw)
     return ParsedEntry(
         guid=_text(entry.get("id")) or None,
         link=_absolute_http_url(link, base_url),
@@ -210,7 +214,7 @@ def _entry_from_feedparser(entry: Mapping[str, Any], base_url: str) -> ParsedEnt
         categories=_unique(
             _text(tag.get("term") or tag.get("label"))
             for tag in entry.get("tags") or ()
-            if isinstance(tag, Mapping)
+            if isinstance(tag, _MAPPINGS)
         ),
     )
 
@@ -252,14 +256,14 @@ def _json_author(item: Mapping[str, Any]) -> str | None:
 
 def _author(entry: Mapping[str, Any]) -> str | None:
     detail = entry.get("author_detail")
-    if isinstance(detail, Mapping) and (name := _text(detail.get("name"))):
+    if isinstance(detail, _MAPPINGS) and (name := _text(detail.get("name"))):
         return name
     return _text(entry.get("author")) or None
 
 
 def _detail_html(detail: object, fallback: object) -> str:
     """HTML for a feedparser text construct; plain-text constructs are escaped."""
-    if isinstance(detail, Mapping):
+    if isinstance(detail, _MAPPINGS):
         value = detail.get("value")
         if isinstance(value, str):
             return _text_to_html(value) if detail.get("type") == "text/plain" else value.strip()
@@ -287,8 +291,11 @@ def _absolute_http_url(value: object, base_url: str) -> str | None:
     """`value` resolved against the document URL; None unless it is an http(s) URL."""
     if not isinstance(value, str) or not value.strip():
         return None
+    value = value.strip()
+    if urls.plain_absolute(value) and urls.base_parses(base_url):
+        return value  # urljoin would return it as it is
     try:
-        absolute = urljoin(base_url, value.strip())
+        absolute = urljoin(base_url, value)
         scheme = urlsplit(absolute).scheme
     except ValueError:  # e.g. an invalid IPv6 literal
         return None

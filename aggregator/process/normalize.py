@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url, url_query_cleaner
 
+from aggregator import urls
 from aggregator.models import Entry, ParsedEntry
 from aggregator.process.sanitize import clean_html, html_to_text, sanitized_text, text_to_html
-from aggregator.process.text import fold
+from aggregator.process.text import fold_name
 
 UNTITLED = "(untitled)"
 TITLE_FROM_SUMMARY_CHARS = 80
@@ -41,6 +43,41 @@ def canonical_url(url: str) -> str:
     an invalid URL, comes back stripped; this never raises.
     """
     url = url.strip()
+    plain = _plain_canonical_url(url)
+    return plain if plain is not None else _canonical_url_by_w3lib(url)
+
+
+# URLs whose canonical form is plain to see: lowercase host names (no port, no userinfo, no
+# "--" as in IDNA's "xn--"), paths of unreserved characters with no empty or dot segment,
+# queries of unreserved key=value pairs. Nothing to percent-encode, resolve or lowercase; only
+# the query to sort and the fragment to drop. tests/test_normalize.py holds this to w3lib.
+_PLAIN_URL = re.compile(
+    r"(https?://(?:[a-z0-9]+(?:-[a-z0-9]+)*\.)+[a-z][a-z0-9]*(?:-[a-z0-9]+)*)"
+    r"((?:/[A-Za-z0-9_~\-][A-Za-z0-9_~.\-]*)*/?)"
+    r"(?:\?([A-Za-z0-9_~.\-]+=[A-Za-z0-9_~.\-]*(?:&[A-Za-z0-9_~.\-]+=[A-Za-z0-9_~.\-]*)*))?"
+    r"(?:#[\x21-\x7e]*)?"
+)
+_MAX_LABEL = 63  # IDNA refuses longer labels
+
+
+def _plain_canonical_url(url: str) -> str | None:
+    """canonical_url(url) for a URL of the plainest kind, without w3lib; None for the others."""
+    match = _PLAIN_URL.fullmatch(url)
+    if match is None:
+        return None
+    origin, path, query = match.groups()
+    if any(len(label) > _MAX_LABEL for label in origin.split("//", 1)[1].split(".")):
+        return None
+    if not query:
+        return origin + (path or "/")
+    pairs = sorted(pair.split("=", 1) for pair in query.split("&"))  # [name, value] each
+    if any(_is_tracking(name) for name, _ in pairs):
+        return None
+    return f"{origin}{path or '/'}?{'&'.join(f'{name}={value}' for name, value in pairs)}"
+
+
+def _canonical_url_by_w3lib(url: str) -> str:
+    """canonical_url for any URL, `url` stripped."""
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -70,8 +107,11 @@ def absolute_link(link: str | None, base_url: str) -> str | None:
     link = (link or "").strip()
     if not link:
         return None
+    base_url = base_url.strip()
+    if urls.plain_absolute(link) and urls.base_parses(base_url):
+        return link  # urljoin gives it back; it has an http(s) scheme and a host
     try:
-        absolute = urljoin(base_url.strip(), link)
+        absolute = urljoin(base_url, link)
         parts = urlsplit(absolute)
         if parts.scheme.lower() not in _WEB_SCHEMES or not parts.hostname:
             return None
@@ -141,7 +181,7 @@ def _plain_unique(values: tuple[str, ...]) -> tuple[str, ...]:
     kept: list[str] = []
     for value in values:
         text = html_to_text(value)
-        key = fold(text)
+        key = fold_name(text)
         if text and key not in seen:
             seen.add(key)
             kept.append(text)

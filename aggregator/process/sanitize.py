@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import nh3
 
-from aggregator.process.text import collapse_whitespace
+from aggregator.process.text import collapse_whitespace, literal_alternation
 
 ALLOWED_TAGS = frozenset(
     {
@@ -57,7 +57,7 @@ _TAG_WITH_ATTRIBUTES = re.compile(r'<([a-z0-9]+)((?:\s+[^\s="<>/]+="[^"]*")+)\s*
 _ATTRIBUTE = re.compile(r'([^\s="<>/]+)="([^"]*)"')
 _TAG_NAME = re.compile(r"<(/?[a-z0-9]+)")
 _ANY_TAG = re.compile(r"<[^>]*>")
-_BLOCK_TAG = re.compile(rf"</?(?:{'|'.join(sorted(_BLOCK_TAGS))})\b[^>]*>")
+_BLOCK_TAG = re.compile(rf"</?(?:{literal_alternation(_BLOCK_TAGS)})\b[^>]*>")
 _PIXELS = re.compile(r"\s*(\d+)(?:\.\d*)?\s*(?:px)?\s*$", re.IGNORECASE)
 _BLANK_LINES = re.compile(r"\n\s*\n")
 _SIMPLE_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*>")
@@ -78,6 +78,7 @@ _VOID = frozenset({"br", "hr", "img"})
 _RESTRUCTURED = frozenset(
     {"table", "caption", "thead", "tbody", "tfoot", "tr", "td", "th", "pre"}
 )  # fmt: skip
+_NESTING_CHECKED = _RESTRUCTURED | _CLOSES_P | _HEADINGS | {"a", "li", "dd", "dt"}
 
 
 def clean_html(html: str, *, base_url: str | None = None) -> str:
@@ -122,14 +123,18 @@ def _reparses_alike(html: str) -> bool:
             if not open_tags or open_tags.pop() != name[1:]:
                 return False
             continue
-        if name in _RESTRUCTURED:
-            return False
-        if open_tags and (
-            (name in _CLOSES_P and "p" in open_tags)
-            or (name in _HEADINGS and not _HEADINGS.isdisjoint(open_tags))
-            or (name == "a" and "a" in open_tags)
-            or (name == "li" and _inside(open_tags, "li", ("ul", "ol")))
-            or (name in ("dd", "dt") and _inside(open_tags, ("dd", "dt"), ("dl",)))
+        if name in _NESTING_CHECKED and (  # inline elements (strong, em, span ...): no rule
+            name in _RESTRUCTURED
+            or (
+                open_tags
+                and (
+                    (name in _CLOSES_P and "p" in open_tags)
+                    or (name in _HEADINGS and not _HEADINGS.isdisjoint(open_tags))
+                    or (name == "a" and "a" in open_tags)
+                    or (name == "li" and _inside(open_tags, "li", ("ul", "ol")))
+                    or (name in ("dd", "dt") and _inside(open_tags, ("dd", "dt"), ("dl",)))
+                )
+            )
         ):
             return False
         if name not in _VOID:
@@ -147,6 +152,7 @@ def _inside(open_tags: list[str], items: str | tuple[str, ...], lists: tuple[str
     return False
 
 
+@lru_cache(maxsize=1024)  # one per feed URL
 def _cleaner(base_url: str | None) -> nh3.Cleaner:
     base = (base_url or "").strip()
     if _is_web_url(base):

@@ -17,9 +17,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import repeat
 
 from aggregator.models import Entry
-from aggregator.process.text import CJK_RANGES, fold, has_cjk, to_simplified
+from aggregator.process.text import (
+    CJK_RANGES,
+    fold,
+    fold_name,
+    has_cjk,
+    literal_alternation,
+    to_simplified,
+)
 from aggregator.settings import TAG_FIELDS, TagRule
 
 FIELDS = TAG_FIELDS
@@ -36,9 +45,9 @@ _BEFORE_FIRST = rf"(?<![^\W{CJK_RANGES}].)"  # after the first character: _BEFOR
 _BETWEEN_WORDS = r"[\s\-\u2010]+"  # "Hong Kong", "Hong  Kong", "Hong-Kong"
 _FIELD_SEPARATOR = "\x00"  # neither space nor word: no term can match across two fields
 _LATIN_WORD = re.compile(rf"[^\W{CJK_RANGES}]+")  # a run that a whole-word term must equal
-# ASCII text has no CJK: its Latin words are what is left between non-word characters, found
-# by str.split several times faster than by the regex.
-_ASCII_NON_WORD = {code: " " for code in range(128) if not re.match(r"\w", chr(code))}
+# Word bytes of ASCII kept, every other byte a space: `bytes.split` then yields the runs of ASCII
+# word characters, at C speed. In ASCII text those runs are its Latin words.
+_ASCII_RUNS = bytes(c if c < 128 and re.match(r"\w", chr(c)) else 32 for c in range(256))
 _FIELD_PREFIX = re.compile(rf"^((?:{'|'.join(FIELDS)})(?:\s*,\s*(?:{'|'.join(FIELDS)}))*):")
 
 
@@ -80,6 +89,8 @@ class Term:
     is_regex: bool = False
     word: str = ""  # a one-word plain term, folded: looked up as a word or a substring
     first_word: str = ""  # a Latin term's first word: no match unless the text has that word
+    # A Latin term's words (runs of word characters): each is a whole word wherever it matches.
+    latin_words: frozenset[str] = frozenset()
 
 
 def parse_term(text: str, default_fields: Sequence[str] = FIELDS) -> Term:
@@ -117,7 +128,13 @@ def parse_term(text: str, default_fields: Sequence[str] = FIELDS) -> Term:
     word = words[0] if len(words) == 1 else ""
     first = _LATIN_WORD.match(words[0]) if whole_words else None
     first_word = first.group(0) if first else ""
-    return Term(text, fields, pattern, source, whole_words, word=word, first_word=first_word)
+    # Words are joined by spaces or hyphens and bounded by non-word characters at the ends, so
+    # every run of word characters in a match is a whole word of the text.
+    latin = frozenset(_LATIN_WORD.findall(" ".join(words))) if whole_words else frozenset()
+    return Term(
+        text, fields, pattern, source, whole_words, word=word, first_word=first_word,
+        latin_words=latin,
+    )  # fmt: skip
 
 
 def check_term(text: str) -> str:
@@ -126,17 +143,98 @@ def check_term(text: str) -> str:
     return text
 
 
+class _Vocabulary:
+    """Every word and Chinese substring the rules' quick tests ask about, and how to find the
+    ones a text holds in a few C-speed passes instead of a scan per rule.
+
+    The tests only ask whether one of these words is among a text's Latin words, or one of these
+    substrings is in it: that is all `words_in` and `substrings_in` find.
+    """
+
+    __slots__ = ("_ascii", "_others", "_remembered", "_substrings", "_within")
+
+    def __init__(self, words: Iterable[str], substrings: Iterable[str]) -> None:
+        words = set(words)
+        self._ascii = {w.encode(): w for w in words if w.isascii()}
+        self._others = tuple(sorted(w for w in words if not w.isascii()))
+        unique = sorted(set(substrings), key=lambda s: (-len(s), s))
+        # Longest first: where several start at one position, the search reports the longest,
+        # and the shorter ones are substrings of it (`_within`).
+        self._substrings = re.compile(literal_alternation(unique)) if unique else None
+        self._within = {s: frozenset(t for t in unique if t in s) for s in unique}
+        self._remembered: dict[str, frozenset[str]] = {}
+
+    def found_in(self, text: str) -> frozenset[str]:
+        """The vocabulary's words and substrings in `text` (folded); no word is a substring."""
+        return self.words_in(text) | self.substrings_in(text)
+
+    def found_in_name(self, text: str) -> frozenset[str]:
+        """found_in, remembered for the short texts that recur: source names, categories."""
+        if len(text) > _SHORT_TEXT:
+            return self.found_in(text)
+        found = self._remembered.get(text)
+        if found is None:
+            if len(self._remembered) >= _REMEMBERED_TEXTS:
+                self._remembered.clear()
+            found = self._remembered[text] = self.found_in(text)
+        return found
+
+    def words_in(self, text: str) -> frozenset[str]:
+        """The vocabulary's words that are Latin words of `text` (folded)."""
+        if text.isascii():
+            runs = text.encode("ascii").translate(_ASCII_RUNS).split()
+            return frozenset(self._ascii[run] for run in self._ascii.keys() & runs)
+        # In text that is not ASCII, an ASCII run may be part of a longer word ("café" holds
+        # "caf"), and a word that is not ASCII is found only by its pattern.
+        runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).split()
+        candidates = [self._ascii[run] for run in self._ascii.keys() & runs]
+        return frozenset(
+            word
+            for word in (*candidates, *self._others)
+            if _whole_word(word).search(text) is not None
+        )
+
+    def substrings_in(self, text: str) -> frozenset[str]:
+        """The vocabulary's substrings that `text` holds."""
+        if self._substrings is None or text.isascii():  # every one holds a CJK character
+            return _NOTHING
+        search = self._substrings.search
+        found: set[str] = set()
+        match = search(text)
+        while match is not None:
+            found.add(match.group())
+            match = search(text, match.start() + 1)  # they may overlap
+        return frozenset().union(*(self._within[s] for s in found))
+
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+@lru_cache(maxsize=4096)  # compiled when first needed: a CJK-range lookbehind compiles slowly
+def _whole_word(word: str) -> re.Pattern[str]:
+    return re.compile(_whole_words(re.escape(word)))
+
+
+_SHORT_TEXT = 200
+_REMEMBERED_TEXTS = 4096
+
+
+def _scannable(substring: str) -> bool:
+    """Whether `_Vocabulary` can look for this one-word term (folded) as a substring."""
+    return has_cjk(substring) and _FIELD_SEPARATOR not in substring
+
+
 class _Texts:
-    """The folded fields of one entry, their concatenations and their words, each built at most
-    once."""
+    """The folded fields of one entry, their concatenations, and the vocabulary's words and
+    substrings found in them, each built at most once."""
 
-    __slots__ = ("_joined", "_words", "field_words", "fields")
+    __slots__ = ("_found", "_joined", "field_found", "fields")
 
-    def __init__(self, fields: dict[str, str]) -> None:
+    def __init__(self, fields: dict[str, str], vocabulary: _Vocabulary) -> None:
         self.fields = fields
         self._joined: dict[tuple[str, ...], str] = {}
-        self._words: dict[tuple[str, ...], frozenset[str]] = {}
-        self.field_words = _FieldWords(fields)
+        self._found: dict[tuple[str, ...], frozenset[str]] = {}
+        self.field_found = _Found(fields, vocabulary)
 
     def joined(self, names: tuple[str, ...]) -> str:
         text = self._joined.get(names)
@@ -144,37 +242,37 @@ class _Texts:
             text = self._joined[names] = _FIELD_SEPARATOR.join(self.fields[n] for n in names)
         return text
 
-    def words(self, names: tuple[str, ...]) -> frozenset[str]:
-        """The Latin-script words of these fields: what whole-word terms are looked up in."""
-        words = self._words.get(names)
-        if words is None:
-            # No word spans two fields (the separator is not a word character): split each
-            # field once, whichever sets of fields ask.
-            words = self._words[names] = frozenset().union(
-                *(self.field_words[name] for name in names)
+    def found(self, names: tuple[str, ...]) -> frozenset[str]:
+        """The vocabulary's words and substrings found in these fields."""
+        found = self._found.get(names)
+        if found is None:
+            # None spans two fields: the separator is no word character and in no substring.
+            found = self._found[names] = frozenset().union(
+                *map(self.field_found.__getitem__, names)
             )
-        return words
+        return found
 
 
-class _FieldWords(dict[str, frozenset[str]]):
-    """Field name -> the field's Latin words, split on first use."""
+class _Found(dict[str, frozenset[str]]):
+    """Field name -> the vocabulary's words and substrings in the field, found on first use."""
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_vocabulary")
 
-    def __init__(self, fields: dict[str, str]) -> None:
+    def __init__(self, fields: dict[str, str], vocabulary: _Vocabulary) -> None:
         super().__init__()
         self._fields = fields
+        self._vocabulary = vocabulary
 
     def __missing__(self, name: str) -> frozenset[str]:
-        words = self[name] = latin_words(self._fields[name])
-        return words
+        text = self._fields[name]
+        if name in _RECURRING_FIELDS:
+            found = self[name] = self._vocabulary.found_in_name(text)
+        else:
+            found = self[name] = self._vocabulary.found_in(text)
+        return found
 
 
-def latin_words(text: str) -> frozenset[str]:
-    """The maximal runs of word characters other than CJK in `text` (folded)."""
-    if text.isascii():
-        return frozenset(text.translate(_ASCII_NON_WORD).split())
-    return frozenset(_LATIN_WORD.findall(text))
+_RECURRING_FIELDS = frozenset({"categories", "source"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +297,7 @@ class _Terms:
         return tuple(term.text for term in self.terms)
 
     def found_in(self, texts: _Texts) -> bool:
-        return any(lookup.found_in(texts) for lookup in self.lookups)
+        return any(map(_Lookup.found_in, self.lookups, repeat(texts)))
 
     def matches(self, texts: _Texts, weights: Mapping[str, float]) -> tuple[TermMatch, ...]:
         return tuple(
@@ -214,24 +312,32 @@ class _Terms:
 @dataclass(frozen=True, slots=True)
 class _Lookup:
     """Whether any of some terms is in some fields, cheapest test first: one-word Latin terms
-    against the set of the text's words, one-word Chinese terms as substrings, then a regex
-    for the rest (phrases, terms with symbols, regex terms). Costs little more with 100 terms
-    than with 10, unlike a regex alternation tried at every position of the text."""
+    against the vocabulary's words found in the text, one-word Chinese terms against its
+    substrings found there, then a regex for the rest (phrases, behind their first word; terms
+    with symbols, regex terms). Costs little more with 100 terms than with 10, unlike a regex
+    alternation tried at every position of the text."""
 
     fields: tuple[str, ...]
-    words: frozenset[str]
-    substrings: re.Pattern[str] | None  # the one-word Chinese terms as one alternation
-    phrases: Mapping[str, tuple[re.Pattern[str], ...]]  # other Latin terms, by their first word
+    words: frozenset[str]  # one-word Latin terms
+    substrings: frozenset[str]  # one-word Chinese terms (`_scannable` ones)
+    # Other Latin terms starting with a word: the words of each, and its pattern.
+    phrases: tuple[tuple[frozenset[str], re.Pattern[str]], ...]
     patterns: tuple[re.Pattern[str], ...]
+    keys: frozenset[str] = frozenset()  # words | substrings: any found, a term is found
 
     @classmethod
     def compile(cls, fields: tuple[str, ...], terms: Sequence[Term]) -> _Lookup:
         words = {t.word for t in terms if t.whole_words and _LATIN_WORD.fullmatch(t.word)}
-        substrings = {t.word for t in terms if t.word and not t.whole_words and not t.is_regex}
-        phrases: dict[str, tuple[re.Pattern[str], ...]] = {}
-        for t in terms:
-            if t.pattern is not None and t.first_word and t.word not in words:
-                phrases[t.first_word] = (*phrases.get(t.first_word, ()), t.pattern)
+        substrings = {
+            t.word
+            for t in terms
+            if t.word and not t.whole_words and not t.is_regex and _scannable(t.word)
+        }
+        phrases = tuple(
+            (t.latin_words, t.pattern)
+            for t in terms
+            if t.pattern is not None and t.first_word and t.word not in words
+        )
         rest = [t for t in terms if not t.first_word and t.word not in substrings]
         patterns: list[re.Pattern[str]] = []
         if rest:
@@ -240,22 +346,23 @@ class _Lookup:
                 patterns.append(re.compile("|".join(f"(?:{s})" for s in sources)))
             except re.error:  # regex terms whose group names or numbers clash when joined
                 patterns.extend(re.compile(source) for source in sources)
-        # One scan for all of them: several times faster than `s in text` for each.
-        either = re.compile("|".join(map(re.escape, sorted(substrings)))) if substrings else None
-        return cls(fields, frozenset(words), either, phrases, tuple(patterns))
+        return cls(
+            fields, frozenset(words), frozenset(substrings), phrases, tuple(patterns),
+            keys=frozenset(words | substrings),
+        )  # fmt: skip
 
     def found_in(self, texts: _Texts) -> bool:
-        words = texts.words(self.fields)
-        if not self.words.isdisjoint(words):
+        fields = self.fields
+        found = texts.found(fields)
+        if not self.keys.isdisjoint(found):
             return True
-        text = texts.joined(self.fields)
-        return (
-            (self.substrings is not None and self.substrings.search(text) is not None)
-            or any(
-                p.search(text) for first in self.phrases.keys() & words for p in self.phrases[first]
-            )
-            or any(pattern.search(text) for pattern in self.patterns)
-        )
+        for needed, phrase in self.phrases:
+            if needed <= found and phrase.search(texts.joined(fields)) is not None:
+                return True
+        if self.patterns:
+            text = texts.joined(fields)
+            return any(pattern.search(text) is not None for pattern in self.patterns)
+        return False
 
 
 def _alternation(terms: Sequence[Term]) -> list[str]:
@@ -293,47 +400,76 @@ class _CompiledRule:
     any: _Terms
     none: _Terms
     weights: Mapping[str, float]
-    scoring: tuple[_ScoreCheck, ...] = ()  # from _score_checks
-
-    @property
-    def can_match(self) -> bool:
-        return bool(self.rule.all or self.rule.any)
+    scoring: _Scoring
+    can_match: bool  # the rule has `all` or `any` terms
 
     def matches(self, texts: _Texts) -> bool:
-        if not (
-            self.can_match
-            and all(group.found_in(texts) for group in self.all)
-            and (not self.rule.any or self.any.found_in(texts))
-            and not self.none.found_in(texts)
+        if not self.can_match:
+            return False
+        for group in self.all:
+            if not group.found_in(texts):
+                return False
+        rule = self.rule
+        if (rule.any and not self.any.found_in(texts)) or (
+            self.none.lookups and self.none.found_in(texts)
         ):
             return False
         # Scores need every term in every field: only worth it once the rest has matched.
-        return self.rule.min_score is None or self.score(texts) >= self.rule.min_score
+        return rule.min_score is None or self.scoring.score(texts) >= rule.min_score
 
     def score(self, texts: _Texts) -> float:
         """The points of every term found in every field: what `_explain` adds up from the
-        matches, in the same order, without building them. Hot: hundreds of checks a rule."""
-        fields, words = texts.fields, texts.field_words
+        matches, without building them."""
+        return self.scoring.score(texts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scoring:
+    """Adds up the points of a rule's terms found in each field, as `_explain` does from the
+    matches: in order, for an exact float sum. Hot: hundreds of checks a rule.
+
+    When every point is a whole number, any order gives the same sum: then the checks needing
+    one word or substring and no pattern are added up by field, a set intersection each.
+    """
+
+    checks: tuple[_ScoreCheck, ...]  # all of them, in order
+    by_key: tuple[tuple[str, Mapping[str, float]], ...] = ()  # field, key -> its points
+    rest: tuple[_ScoreCheck, ...] = ()  # the others, when by_key holds any
+
+    @classmethod
+    def compile(cls, checks: tuple[_ScoreCheck, ...]) -> _Scoring:
+        points = [check[3] for check in checks]
+        if not all(float(p).is_integer() for p in points) or sum(map(abs, points)) >= 2**53:
+            return cls(checks)
+        by_key: dict[str, dict[str, float]] = {}
+        rest: list[_ScoreCheck] = []
+        for check in checks:
+            name, needed, pattern, point = check
+            if pattern is None and len(needed) == 1:
+                (key,) = needed
+                keys = by_key.setdefault(name, {})
+                keys[key] = keys.get(key, 0) + point
+            else:
+                rest.append(check)
+        return cls(checks, tuple(by_key.items()), tuple(rest))
+
+    def score(self, texts: _Texts) -> float:
+        fields, found = texts.fields, texts.field_found
         total: float = 0  # as sum() starts
-        for name, first_word, substring, pattern, points in self.scoring:
-            if first_word:
-                if first_word not in words[name]:
-                    continue
-                if pattern is None:
-                    total += points
-                    continue
-            elif substring:
-                if substring in fields[name]:
-                    total += points
+        for name, points in self.by_key:
+            for key in points.keys() & found[name]:
+                total += points[key]
+        for name, needed, pattern, point in self.rest if self.by_key else self.checks:
+            if needed and not needed <= found[name]:
                 continue
-            if pattern is not None and pattern.search(fields[name]) is not None:
-                total += points
+            if pattern is None or pattern.search(fields[name]) is not None:
+                total += point
         return total
 
 
-_ScoreCheck = tuple[str, str, str, "re.Pattern[str] | None", float]
-"""(field, first word, substring, pattern, points): the term is in the field when the field has
-the first word (if any) and then the pattern matches (if any), or the substring is in it."""
+_ScoreCheck = tuple[str, frozenset[str], "re.Pattern[str] | None", float]
+"""(field, needed, pattern, points): the term is in the field when the vocabulary found all it
+needs there (words and substrings) and then the pattern, if any, matches."""
 
 
 def _score_checks(
@@ -349,13 +485,18 @@ def _score_checks(
             for name in term.fields:
                 points = weights[name]
                 if term.first_word and term.word == term.first_word:
-                    checks.append((name, term.word, "", None, points))  # one Latin word
+                    checks.append((name, term.latin_words, None, points))  # one Latin word
                 elif term.first_word:
-                    checks.append((name, term.first_word, "", term.pattern, points))
-                elif term.word and not term.whole_words and not term.is_regex:
-                    checks.append((name, "", term.word, None, points))  # one CJK word
+                    checks.append((name, term.latin_words, term.pattern, points))
+                elif (
+                    term.word
+                    and not term.whole_words
+                    and not term.is_regex
+                    and _scannable(term.word)
+                ):
+                    checks.append((name, frozenset((term.word,)), None, points))  # one CJK word
                 else:
-                    checks.append((name, "", "", term.pattern, points))
+                    checks.append((name, frozenset(), term.pattern, points))
     return tuple(checks)
 
 
@@ -408,6 +549,17 @@ class Tagger:
 
     def __init__(self, rules: Sequence[_CompiledRule]) -> None:
         self._rules = tuple(rules)
+        words: set[str] = set()
+        substrings: set[str] = set()
+        for compiled in self._rules:
+            for group in (*compiled.all, compiled.any, compiled.none):
+                for lookup in group.lookups:
+                    words.update(lookup.words, *(needed for needed, _ in lookup.phrases))
+                    substrings.update(lookup.substrings)
+            for _, needed, _, _ in compiled.scoring.checks:
+                for key in needed:
+                    (substrings if _scannable(key) else words).add(key)
+        self._vocabulary = _Vocabulary(words, substrings)
 
     @property
     def rules(self) -> tuple[TagRule, ...]:
@@ -417,13 +569,13 @@ class Tagger:
         self, entry: Entry, *, source_name: str = "", source_tags: Sequence[str] = ()
     ) -> tuple[str, ...]:
         """Sorted, unique: the source's own tags plus the name of every matching rule."""
-        texts = _Texts(_fields(entry, source_name))
+        texts = _Texts(_fields(entry, source_name), self._vocabulary)
         matched = {compiled.rule.name for compiled in self._rules if compiled.matches(texts)}
         return tuple(sorted(matched.union(source_tags)))
 
     def explain(self, entry: Entry, *, source_name: str = "") -> list[RuleExplanation]:
         """For every rule in order: which terms matched in which field, the score, the verdict."""
-        texts = _Texts(_fields(entry, source_name))
+        texts = _Texts(_fields(entry, source_name), self._vocabulary)
         return [_explain(compiled, texts) for compiled in self._rules]
 
 
@@ -444,7 +596,8 @@ def compile_rules(rules: Sequence[TagRule]) -> Tagger:
                 any=any_group,
                 none=_Terms.compile(rule.none, rule.fields),
                 weights=weights,
-                scoring=_score_checks((*all_groups, any_group), weights),
+                scoring=_Scoring.compile(_score_checks((*all_groups, any_group), weights)),
+                can_match=bool(rule.all or rule.any),
             )
         )
     return Tagger(compiled)
@@ -455,8 +608,8 @@ def _fields(entry: Entry, source_name: str) -> dict[str, str]:
     return {
         "title": fold(entry.title),
         "summary": fold(entry.summary_text),
-        "categories": _FIELD_SEPARATOR.join(map(fold, entry.categories)),
-        "source": fold(source_name),
+        "categories": _FIELD_SEPARATOR.join(map(fold_name, entry.categories)),
+        "source": fold_name(source_name),
     }
 
 
