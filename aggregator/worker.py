@@ -38,6 +38,7 @@ from aggregator.update import OutcomeCallback, update
 
 log = logging.getLogger(__name__)
 
+SIGNAL_POLL = 0.5  # seconds: how soon a signal is handled at the latest
 STOP_GRACE = 7.0  # seconds a running job gets to finish after SIGTERM; systemd waits 10+
 PRUNE_EVERY = timedelta(days=1)
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -356,7 +357,9 @@ class Worker:
         )
         try:
             while True:
-                wake.wait()
+                # With a timeout: a signal delivered to another thread only sets a flag, and
+                # the main thread runs the handler when it next wakes; unbounded, it might not.
+                wake.wait(timeout=SIGNAL_POLL)
                 wake.clear()
                 while signals:
                     received = signals.pop(0)

@@ -174,10 +174,16 @@ def test_the_content_stamp_changes_with_entries_and_tags_only(tmp_path: Path) ->
     other.replace_tags("e1", ("gba", "ai"), NOW)
     other.close()
     stamps.append(store.content_stamp())
+    store.set_story("e1", "e9")  # regrouping
+    stamps.append(store.content_stamp())
+    store.ungroup_all()
+    stamps.append(store.content_stamp())
     store.prune_entries(older_than=NOW + timedelta(days=400), at=NOW)
     stamps.append(store.content_stamp())
-    assert stamps[0] == stamps[1]
-    assert stamps[1] < stamps[2] < stamps[3] < stamps[4]
+    store.prune_entries(older_than=NOW + timedelta(days=400), at=NOW)  # nothing left to delete
+    stamps.append(store.content_stamp())
+    assert stamps[0] == stamps[1] and stamps[-1] == stamps[-2]
+    assert stamps[1] < stamps[2] < stamps[3] < stamps[4] < stamps[5] < stamps[6]
     store.close()
 
 

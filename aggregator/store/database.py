@@ -66,6 +66,13 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 _savepoints = itertools.count()
 
 
+def content_changed(conn: sqlite3.Connection) -> None:
+    """Entries or their tags changed: bump the counter the worker reads to decide whether to
+    publish (inside the caller's transaction). Every write to entries or entry_tags calls it
+    (tests/test_store.py checks each path)."""
+    conn.execute("UPDATE worker_state SET content_version = content_version + 1 WHERE id = 1")
+
+
 def to_db_time(value: datetime | None) -> str | None:
     """UTC, fixed width, so text order is time order."""
     if value is None:

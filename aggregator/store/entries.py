@@ -11,7 +11,7 @@ from datetime import datetime
 from aggregator.checkpoints import checkpoint
 from aggregator.models import Entry, StoredEntry, Story
 from aggregator.process.stories import build_story
-from aggregator.store.database import from_db_time, to_db_time, transaction
+from aggregator.store.database import content_changed, from_db_time, to_db_time, transaction
 from aggregator.store.sources import read_priorities, write_success_state
 from aggregator.store.stories import BandIndex, StoryKeys, merge_stories, write_story_keys
 
@@ -46,6 +46,8 @@ class EntriesStore:
             _write_tags(conn, [*write.inserts, *write.updates])
             indexed = write_story_keys(conn, write.story_keys)
             merge_stories(conn, write.story_merges)
+            if write.inserts or write.updates or write.story_merges:
+                content_changed(conn)
             checkpoint("store")  # crash tests: a kill here must roll the whole poll back
             write_success_state(conn, write)
         for keys in indexed:

@@ -260,6 +260,19 @@ def _v9_content_version(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v10_content_version_by_the_writers(conn: sqlite3.Connection) -> None:
+    """The writers bump the content version once per change (store/database.py
+    `content_changed`) instead of a trigger per row, which cost a quarter of storing an entry."""
+    for trigger in (
+        "entries_inserted",
+        "entries_updated",
+        "entries_deleted",
+        "entry_tags_inserted",
+        "entry_tags_deleted",
+    ):
+        conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_initial,
     2: _v2_stories,
@@ -270,6 +283,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     7: _v7_compact_story_keys,
     8: _v8_band_keys_on_the_fingerprint,
     9: _v9_content_version,
+    10: _v10_content_version_by_the_writers,
 }
 LATEST = max(MIGRATIONS)
 

@@ -26,7 +26,7 @@ from aggregator.process.dedupe import (
     has_chinese,
     release_of,
 )
-from aggregator.store.database import from_db_time, to_db_time
+from aggregator.store.database import content_changed, from_db_time, to_db_time
 
 MAX_CANDIDATES = 20
 CANDIDATE_CACHE = 1024  # candidates kept read between polls (~12 KB each)
@@ -245,8 +245,12 @@ def write_story_keys(conn: sqlite3.Connection, keys: Iterable[StoryKeys]) -> lis
 
 def merge_stories(conn: sqlite3.Connection, merges: Iterable[tuple[str, str]]) -> None:
     """Fold story `a` into story `b` for each (a, b) (inside the caller's transaction)."""
+    changed = False
     for absorbed, into in merges:
         conn.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (into, absorbed))
+        changed = True
+    if changed:
+        content_changed(conn)
 
 
 def rebuild_story_keys(conn: sqlite3.Connection) -> int:
@@ -406,10 +410,12 @@ class StoriesStore:
         self.conn.execute("DELETE FROM entry_signatures")
         self.band_index.clear()
         self.conn.execute("UPDATE entries SET story_id = id WHERE story_id IS NOT id")
+        content_changed(self.conn)
 
     def replace_tags(self, entry_id: str, tags: Sequence[str], published: datetime) -> None:
         """Give an entry exactly these tags (inside the caller's transaction)."""
         self.conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (entry_id,))
+        content_changed(self.conn)
         self.conn.executemany(
             "INSERT INTO entry_tags (entry_id, tag, published) VALUES (?, ?, ?)",
             [(entry_id, tag, to_db_time(published)) for tag in tags],
@@ -417,6 +423,7 @@ class StoriesStore:
 
     def set_story(self, entry_id: str, story_id: str) -> None:
         self.conn.execute("UPDATE entries SET story_id = ? WHERE id = ?", (story_id, entry_id))
+        content_changed(self.conn)
 
     def story_map(self) -> dict[str, str]:
         """entry id -> story id, for every entry."""

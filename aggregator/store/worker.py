@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aggregator.checkpoints import checkpoint
-from aggregator.store.database import from_db_time, to_db_time, transaction
+from aggregator.store.database import content_changed, from_db_time, to_db_time, transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ class WorkerStore:
 
     def content_stamp(self) -> int:
         """Changes whenever entries or their tags are added, changed or deleted, by any process
-        (a counter the schema's triggers keep)."""
+        (a counter every writer bumps: `content_changed`)."""
         row = self.conn.execute("SELECT content_version FROM worker_state WHERE id = 1").fetchone()
         return int(row[0])
 
@@ -80,6 +80,8 @@ class WorkerStore:
             deleted = conn.execute(
                 "DELETE FROM entries WHERE published < ? AND first_seen < ?", (cutoff, cutoff)
             ).rowcount
+            if deleted:
+                content_changed(conn)
             checkpoint("prune")
             conn.execute(
                 "UPDATE worker_state SET last_prune_at = ? WHERE id = 1", (to_db_time(at),)
