@@ -239,6 +239,27 @@ def test_changed_templates_or_settings_render_everything_again(
     assert public / ATOM_FILE in report.written and public / INDEX_FILE in report.written
 
 
+def test_a_template_edited_in_place_is_used_by_the_next_publish(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Compiled templates are kept between publishes, keyed by their bytes: an edit shows at
+    once, even one that leaves the file's modification time as it was."""
+    from aggregator.publish import publish
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    for path in TEMPLATES.iterdir():
+        (templates / path.name).write_bytes(path.read_bytes())
+    page = templates / "page.html"
+    for n, public in enumerate((tmp_path / "one", tmp_path / "two")):
+        stamp = page.stat().st_mtime_ns
+        text = page.read_text(encoding="utf-8").replace("<main", f"<main data-edit-{n}", 1)
+        page.write_text(text, encoding="utf-8")
+        os.utime(page, ns=(stamp, stamp))
+        publish(site_data(), settings=settings, public_dir=public, now=NOW, templates_dir=templates)
+        assert f"data-edit-{n}".encode() in (public / INDEX_FILE).read_bytes()
+
+
 def test_a_broken_manifest_only_means_rendering_everything(
     tmp_path: Path, settings: Settings
 ) -> None:

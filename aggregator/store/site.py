@@ -48,20 +48,24 @@ class SiteStore:
         )
         return [row[0] for row in self.conn.execute(query)]
 
-    def story_dates(self, tag: str) -> dict[str, datetime]:
-        """Each story with an entry tagged `tag`, and its lead entry's publication time.
+    def story_dates(self, tag: str, since: datetime | None = None) -> dict[str, datetime]:
+        """Each story with an entry tagged `tag` (published at or after `since`, when given),
+        and its lead entry's publication time.
 
-        One pass over the tag's stories and their members, without building the stories; the
-        lead is the one `process.stories.lead_order` puts first (keep the two in step).
+        One pass over those stories' members, without building the stories; the lead is the
+        one `process.stories.lead_order` puts first (keep the two in step). With `since`, the
+        tag's index is read from `since` on only, so the cost follows the recent stories, not
+        the length of the history.
         """
         query = (
             "SELECT e.story_id, e.id, e.source_id, e.published FROM entries e WHERE e.story_id IN"
             " (SELECT x.story_id FROM entry_tags t JOIN entries x ON x.id = t.entry_id"
-            " WHERE t.tag = ?)"
+            " WHERE t.tag = ? AND t.published >= ?)"
         )
         priorities = read_priorities(self.conn)
         leads: dict[str, tuple[tuple[int, object, str], datetime]] = {}
-        for story_id, entry_id, source_id, published_text in self.conn.execute(query, (tag,)):
+        params = (tag, to_db_time(since) or "")
+        for story_id, entry_id, source_id, published_text in self.conn.execute(query, params):
             published = from_db_time(published_text)
             assert published is not None
             key = (-priorities.get(source_id, 0), published, entry_id)
