@@ -3,14 +3,26 @@ apart and the same event told by several outlets (English and Chinese) that must
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import unicodedata
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from aggregator.process import dedupe
 from aggregator.process.dedupe import (
     BANDS,
+    LEAD_CHARS,
     NUM_HASHES,
+    Fingerprint,
     StoryItem,
+    StoryMatch,
+    _nfkc,
+    _normal,
     band_keys,
     choose_story,
     counterpart_urls,
@@ -19,10 +31,13 @@ from aggregator.process.dedupe import (
     fingerprint,
     is_language_version,
     jaccard,
+    look_alike_conflict,
     minhash,
     numbers_in,
     release_of,
+    shingle_hashes,
     shingles,
+    signature_of,
 )
 
 T0 = datetime(2024, 5, 16, 4, 30, tzinfo=UTC)
@@ -353,3 +368,271 @@ def test_an_item_linking_two_stories_folds_one_into_the_other() -> None:
     )  # fmt: skip
     match = choose_story(en, [crowded, SCMP])
     assert match is not None and match.story_id == "zh" and match.merges == ()
+
+
+# --- Pinned values: fingerprints are stored, so their hashing must never change ---------------
+# Computed with the per-hash implementation this module had before it was made faster; a
+# change here means every stored fingerprint, signature and band key would go stale.
+
+
+def ints(text: str) -> tuple[int, ...]:
+    return tuple(map(int, text.split()))
+
+
+HKSAR_SHINGLES = ints(
+    "376430276 588347267 983537893 1212055764 1475039426 1729573288 1885069069 1901663616 "
+    "2124006329 2291926321 2650110983 2675872254 2692384236 2789249489 3035971135 3082471913 "
+    "3219359051 3455741088 3700571664 4100149837"
+)
+HKSAR_SIGNATURE = ints(
+    "7609161 6560585 5512009 4463433 3414857 2366281 1317705 269129 769087 3382879 2334303 "
+    "1285727 237151 4073104 3024528 1975952 927376 3701402 2652826 1604250 555674 1581347 "
+    "532771 2844213 1795637 747061 4780789 3732213 2683637 1635061 586485 2533391 1484815 "
+    "436239 2380543 1331967 283391 2053837 1005261 3273338 2224762 1176186 127610 5867348 "
+    "4818772 3770196 2721620 1673044 624468 1315246 266670 6402343 5353767 4305191 3256615 "
+    "2208039 1159463 110887 1349066 300490 11803465 10754889 9706313 8657737"
+)
+HKSAR_BANDS = ints(
+    "53904759 90282961 193770028 230148231 303325632 356822507 456352469 535514398 569306448 "
+    "642935239 705024893 784772945 872264578 919931534 956309736 1038905043 1123939573 "
+    "1205114038 1269076246 1329832926 1359242050 1447851535 1489872438 1593359505 1622387146 "
+    "1702497081 1792623871 1829002074 1932489141 1955192356 2061523137 2097901340"
+)
+NEWS_GOV_SIGNATURE = ints(
+    "50778 1615699 567123 5736449 4687873 3639297 2590721 1542145 493569 3602754 2554178 "
+    "1505602 457026 2334440 1285864 237288 3296400 2247824 1199248 150672 5580062 4531486 "
+    "3482910 2434334 1385758 337182 500952 819172 941125 1477078 428502 2346694 1298118 249542 "
+    "8954 539562 803421 1347789 299213 111933 2262980 1214404 165828 6329761 5281185 4232609 "
+    "3184033 2135457 1086881 38305 515424 3024086 1975510 926934 185725 502959 871329 949431 "
+    "2584649 1536073 487497 2219525 1170949 122373"
+)
+NEWS_GOV_BANDS = ints(
+    "37544990 99581213 151953923 255440990 333097771 400654114 455201526 526051184 560404264 "
+    "663891331 727087026 763465228 866952295 907420717 984588522 1031778771 1083813852 "
+    "1199699390 1221180307 1317294832 1349404638 1433172739 1497848673 1601335740 1637713943 "
+    "1736582355 1777683966 1813555626 1917181824 1949798606 2038605871 2113310251"
+)
+# Full-width forms, a character beyond U+FFFF, Chinese numerals, Traditional characters.
+MIXED_TITLE = "𠀀香港，五月十六日（星期四）"
+MIXED_LEAD = "ＨＫ  Ｍａｙ １６ —— 衞生署 𪚥 2024年5月16日"
+MIXED_SHINGLES = ints(
+    "77541888 1212055764 1591682298 1705059278 1795959104 1824111364 2025593130 2479467106 "
+    "2744073931 2789249489 2841880893 2858561535 3035971135 3350920295 3398581946 3662375305 "
+    "4135537154 4251436635"
+)
+
+
+def test_fingerprints_are_pinned() -> None:
+    fp = fingerprint(HKSAR.title, HKSAR.lead, EN_URL)
+    assert tuple(sorted(fp.shingles)) == HKSAR_SHINGLES
+    assert fp.signature == HKSAR_SIGNATURE and fp.band_keys == HKSAR_BANDS
+    assert not fp.title_numbers and fp.dates == {(5, 16)} and not fp.chinese
+    assert fp.release is not None and (fp.release.day, fp.release.number) == ("20240516", 123)
+
+    fp = fingerprint(NEWS_GOV.title, NEWS_GOV.lead, None)
+    assert fp.signature == NEWS_GOV_SIGNATURE and fp.band_keys == NEWS_GOV_BANDS
+    assert len(fp.shingles) == 42 and zlib.crc32("中药".encode()) in fp.shingles
+    assert fp.chinese and fp.release is None
+
+    fp = fingerprint(MIXED_TITLE, MIXED_LEAD, None)
+    assert tuple(sorted(fp.shingles)) == MIXED_SHINGLES
+    assert fp.signature[:4] == (4203903, 3155327, 2106751, 1058175)
+    assert fp.band_keys[:4] == (33719915, 70098117, 193288286, 264743474)
+    assert fp.title_numbers == {"16", "5"} and fp.dates == {(5, 16)}
+
+    fp = fingerprint("香", "", None)
+    assert fp.shingles == {687604402} and fp.signature[:2] == (48235270, 47186694)
+    for title, lead in [("", ""), ("The of and", "a an")]:
+        fp = fingerprint(title, lead, None)
+        assert fp.shingles == frozenset() and fp.signature == () and fp.band_keys == ()
+
+
+# --- The fast paths against their plain definitions ---------------------------------------------
+
+
+def reference_signature(hashes: frozenset[int]) -> tuple[int, ...]:
+    """`signature_of` as defined: one hash at a time."""
+    bins: list[int | None] = [None] * NUM_HASHES
+    for crc in hashes:
+        h = (crc * 0x9E3779B97F4A7C15) % 2**64
+        h ^= h >> 29
+        index, value = h % NUM_HASHES, (h >> 40) % 2**20
+        if bins[index] is None or value < bins[index]:  # type: ignore[operator]
+            bins[index] = value
+    if all(value is None for value in bins):
+        return ()
+    signature = []
+    for k in range(NUM_HASHES):
+        nearest = next(j for j in range(k, k + NUM_HASHES) if bins[j % NUM_HASHES] is not None)
+        signature.append(bins[nearest % NUM_HASHES] + (nearest - k) * 2**20)  # type: ignore[operator]
+    return tuple(signature)
+
+
+def reference_band_keys(signature: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(
+        (band << 26) | ((((first << 26) | second) * 0x9E3779B97F4A7C15) % 2**64) >> 38
+        for band, (first, second) in enumerate(zip(signature[0::2], signature[1::2], strict=True))
+    )
+
+
+@settings(max_examples=300)
+@given(st.frozensets(st.integers(0, 2**32 - 1), max_size=400))
+def test_signature_is_its_definition(hashes: frozenset[int]) -> None:
+    assert signature_of(hashes) == reference_signature(hashes)
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=NUM_HASHES, max_size=NUM_HASHES))
+def test_band_keys_are_their_definition(values: list[int]) -> None:
+    signature = tuple(values)
+    assert band_keys(signature) == reference_band_keys(signature)
+    small = tuple(value % 2**26 for value in values)  # what signatures hold
+    assert band_keys(small) == reference_band_keys(small)
+
+
+def test_hashes_and_signature_values_must_fit_their_bits() -> None:
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        signature_of({1, 2**32})
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        band_keys((2**32,) * NUM_HASHES)
+
+
+# Characters that normalize in every way: compatibility forms (full-width, circled, ligatures,
+# super/subscripts), composing sequences (Latin, Indic, Hangul jamo and syllables), and CJK.
+TRICKY = (
+    "，。！：；（）　ＡＺａｚ０９｡ｱｶﾞﾟ①⑳Ⅻⅻ²₃½ﬁﬀ™℃㎏㍻µſǅ"
+    "aeiouAEIOUnc\u0300\u0301\u0302\u0308\u0327\u0323\u031b\u0345"
+    "\u0b47\u0b3e\u0b56\u0b57\u0bc6\u0bbe\u0bd7\u0cc6\u0cd5\u0cd6\u0d46\u0d3e\u0dd9\u0dcf\u1025\u102e"
+    "\u1100\u1112\u1161\u1175\u11a8\u11c2가각힣"
+    "香港衞發臺國﨑豈更\U00020000\U0002a6a5\U0002f800 \n-.,"
+)
+TEXT = st.text(st.sampled_from(TRICKY) | st.characters(), max_size=40)
+
+
+@settings(max_examples=500)
+@given(TEXT)
+def test_nfkc_is_unicode_nfkc(text: str) -> None:
+    assert _nfkc(text) == unicodedata.normalize("NFKC", text)
+
+
+# Text as feeds give it: words, numbers, Chinese (Traditional, Simplified, beyond U+FFFF),
+# punctuation, full-width forms.
+PIECES = [
+    "Hong", "Kong", "HK", "signed", "studies", "the", "May", "16", "3.5", "1,000", "v1.2.3",
+    "香港", "衞生署", "簽署", "中药", "𠀀", "𪚥", "五月", "十六日", "二○二四年", "一", "，", "。",
+    "（", "）", "Ｍａｙ", "１６", " ", " ", "\n", "-", "'", "é",
+]  # fmt: skip
+NEWS_TEXT = st.lists(st.sampled_from(PIECES) | st.text(max_size=3), max_size=30).map("".join)
+
+
+@settings(max_examples=300)
+@given(NEWS_TEXT, NEWS_TEXT)
+def test_fingerprint_hashes_the_shingles(title: str, lead: str) -> None:
+    fp = fingerprint(title, lead, None)
+    text = _normal(title) + "\n" + _normal(lead[:LEAD_CHARS])
+    assert fp.shingles == shingle_hashes(shingles(text))
+    assert fp.signature == minhash(shingles(text))
+
+
+MONTHS = sorted(dedupe._MONTHS, key=len, reverse=True)
+CN = "零〇○一二两三四五六七八九十百千"
+# The module's patterns, written to be fast, against the plain ones they stand for.
+PATTERNS = [
+    (dedupe._DATE_MONTH_DAY, rf"\b({'|'.join(MONTHS)})\.?\s+(\d{{1,2}})\b"),
+    (dedupe._DATE_DAY_MONTH, rf"\b(\d{{1,2}})\s+({'|'.join(MONTHS)})\.?\b"),
+    (dedupe._DATE_CJK, r"(\d{1,2})月(\d{1,2})[日号號]"),
+    (dedupe._CN_NUMBER_IN_TITLE, f"[{CN}]{{2,}}|[{CN[:-2]}]+(?=[年月日号號])"),
+    (dedupe._CN_NUMBER_SPLIT, f"([{CN}]+)"),
+    (dedupe._NUMBER, r"\d+(?:[.,]\d+)*"),
+    (dedupe._LATIN_WORD, r"[a-z0-9]+(?:\.[0-9]+)?"),
+    (dedupe._CJK_RUN, r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+"),
+]
+DATE_TEXT = st.lists(
+    st.sampled_from([*MONTHS, *CN, *"年月日号號 .,\n-a1２٣", "16", "05", "1.5", "香"]), max_size=12
+).map("".join)
+
+
+@settings(max_examples=500)
+@given(DATE_TEXT)
+def test_fast_patterns_find_what_the_plain_ones_do(text: str) -> None:
+    for fast, plain in PATTERNS:
+        assert fast.findall(text) == re.findall(plain, text), plain
+    assert bool(dedupe._MONTH_PREFIX.search(text)) == any(m in text for m in MONTHS)
+
+
+def reference_most_similar(
+    new: StoryItem, new_fp: Fingerprint, candidates: list[StoryItem], threshold: float,
+    window: timedelta,
+) -> StoryMatch | None:  # fmt: skip
+    """The similar-text decision as first written: score each candidate, then the guards."""
+    best = None
+    for other in sorted(candidates, key=lambda c: (c.published, c.entry_id)):
+        if other.entry_id == new.entry_id or other.story_id is None:
+            continue
+        if other.source_id == new.source_id or new.source_id in other.story_sources:
+            continue
+        if abs(new.published - other.published) > window:
+            continue
+        assert other.fingerprint is not None
+        score = jaccard(new_fp.shingles, other.fingerprint.shingles)
+        if score < threshold or (best is not None and score <= best.score):
+            continue
+        if look_alike_conflict(new, new_fp, other, other.fingerprint) is None:
+            best = StoryMatch(other.story_id, "similar", round(score, 3), other.entry_id)
+    return best
+
+
+@st.composite
+def story_items(draw: st.DrawFn, entry_id: str) -> StoryItem:
+    """Small random items: a few shingles, numbers and dates, so that all paths are taken."""
+    source = draw(st.sampled_from("abc"))
+    fp = Fingerprint(
+        shingles=draw(st.frozensets(st.integers(0, 5), max_size=4)),  # equal, subsets, ...
+        signature=(),
+        title_numbers=draw(st.frozensets(st.sampled_from(["1", "2", "3"]), max_size=2)),
+        dates=draw(st.frozensets(st.sampled_from([(5, 1), (5, 2)]), max_size=2)),
+        release=None,
+        chinese=False,
+    )
+    return StoryItem(
+        entry_id=entry_id,
+        source_id=source,
+        title="",
+        lead="",
+        published=T0 + timedelta(hours=draw(st.integers(-200, 200))),
+        story_id=draw(st.sampled_from([entry_id, "s1", "s2", None])),
+        story_sources=frozenset({source}) | draw(st.frozensets(st.sampled_from("abc"))),
+        fingerprint=fp,
+    )
+
+
+def test_a_score_equal_to_the_threshold_is_enough() -> None:
+    hksar_fp = fingerprint(HKSAR.title, HKSAR.lead, None)
+
+    def with_shingles(story_item: StoryItem, hashes: set[int]) -> StoryItem:
+        fp = dataclasses.replace(hksar_fp, shingles=frozenset(hashes))
+        return dataclasses.replace(story_item, fingerprint=fp)
+
+    new = with_shingles(SCMP, {1, 2})
+    for stored, threshold in [(with_shingles(HKSAR, {1, 2, 3, 4}), 0.5), (new, 1.0)]:
+        stored = dataclasses.replace(stored, entry_id="stored", source_id="other")
+        match = choose_story(new, [stored], threshold=threshold, new_fingerprint=new.fingerprint)
+        assert match is not None and match.score == threshold
+
+
+@settings(max_examples=500)
+@given(
+    story_items("new"),
+    st.lists(st.integers(0, 30).flatmap(lambda n: story_items(f"c{n}")), max_size=8),
+    st.sampled_from([0.0, 0.2, 0.3, 0.5, 1.0]),
+    st.sampled_from([1, 36, 168]),
+)
+def test_choose_story_decides_as_first_written(
+    new: StoryItem, candidates: list[StoryItem], threshold: float, hours: int
+) -> None:
+    assert new.fingerprint is not None
+    window = timedelta(hours=hours)
+    expected = reference_most_similar(new, new.fingerprint, candidates, threshold, window)
+    found = choose_story(
+        new, candidates, threshold=threshold, window=window, new_fingerprint=new.fingerprint
+    )
+    assert found == expected

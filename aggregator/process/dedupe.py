@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import struct
+import sys
 import unicodedata
 import zlib
+from array import array
 from collections.abc import Hashable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
+from itertools import chain, compress
 from operator import add
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,18 +42,29 @@ ROWS = 2  # hashes per band: two, so pairs with Jaccard 0.3 still share a band (
 NUM_HASHES = BANDS * ROWS
 UNDATED_GAP = timedelta(hours=36)  # items naming no date must be this close to be one event
 DEFAULT_THRESHOLD = 0.3
-_VALUE_MASK = (1 << 20) - 1  # signature values: 20 bits, plus the densification distance above
+_VALUE_BITS = 20
+_VALUE_MASK = (1 << _VALUE_BITS) - 1  # signature values: 20 bits, plus the densification distance
 _BIN_MASK = NUM_HASHES - 1  # NUM_HASHES is a power of two
 _DISTANCE_STEP = _VALUE_MASK + 1  # the densification distance sits above the value bits
-_EMPTY = 1 << 62
+_NO_VALUE = 1 << _VALUE_BITS  # above every value: an empty bin
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _BAND_BITS = 26  # band keys: band index above 26 bits of the band's values, hashed (< 2**31)
 _BAND_VALUE_MASK = (1 << _BAND_BITS) - 1
+_GOLDEN_LOW = _GOLDEN & ((1 << 30) - 1)
+_GOLDEN_HIGH = (_GOLDEN >> 30) & ((1 << 30) - 1)  # with _GOLDEN_LOW: _GOLDEN mod 2**60
+_U32 = "I" if array("I").itemsize == 4 else "L"  # array types of unsigned 32- and 64-bit integers
+_U64 = "L" if array("L").itemsize == 8 else "Q"
 DEFAULT_WINDOW = timedelta(days=7)
 
-_LATIN_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
+# Patterns that begin with a character class (not a repeat of one: `[x][x]*+` for `[x]+`) let
+# the regex engine skip quickly to where a match can start; possessive repeats never backtrack.
+_LATIN_WORD = re.compile(r"[a-z0-9][a-z0-9]*+(?:\.[0-9]++)?+")
+_CJK = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
+_CJK_CHAR = re.compile(_CJK)
+_CJK_RUN = re.compile(f"{_CJK}{_CJK}*+")
+_GAP = "\ue000"  # joins CJK runs: not CJK, and three bytes in UTF-8 like a BMP ideograph
+_BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
 # Words that tell nothing about the event; a short list, since Jaccard is also length-bounded.
 _STOPWORD_LIST = """a an the and or nor but if of to in on at by for with from into onto over under about
     after before since until as than then so such that this these those there here it its
@@ -63,11 +78,13 @@ _SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
 
 _CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "○": 0, "两": 2}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
-_CN_NUMBER = re.compile(r"[零〇○一二两三四五六七八九十百千]+")
+_CN_NUMERAL = "[零〇○一二两三四五六七八九十百千]"
+_CN_NUMBER_SPLIT = re.compile(f"({_CN_NUMERAL}{_CN_NUMERAL}*+)")
+# Two numerals or more, or numerals before a date unit: [N]{2,}|[N but 百千]+(?=[年月日号號])
 _CN_NUMBER_IN_TITLE = re.compile(
-    r"[零〇○一二两三四五六七八九十百千]{2,}|[零〇○一二两三四五六七八九十]+(?=[年月日号號])"
+    f"{_CN_NUMERAL}(?:{_CN_NUMERAL}++|(?<=[零〇○一二两三四五六七八九十])(?=[年月日号號]))"
 )
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"\d\d*+(?:[.,]\d++)*+")
 _MONTHS = {
     m: i
     for i, names in enumerate(
@@ -81,10 +98,22 @@ _MONTHS = {
     )
     for m in names
 }  # fmt: skip
-_MONTH = "(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
-_DATE_MONTH_DAY = re.compile(rf"\b{_MONTH}\s+(\d{{1,2}})\b")
-_DATE_DAY_MONTH = re.compile(rf"\b(\d{{1,2}})\s+{_MONTH}\b")
-_DATE_CJK = re.compile(r"(\d{1,2})月(\d{1,2})[日号號]")
+# \b(name|...)\.? with the names longest first, written to begin with a letter (the regex
+# engine then skips to candidates) and grouped by it; `(?<!\w.)` after the first character is
+# the \b before it.
+_MONTH_NAMES = sorted(_MONTHS, key=len, reverse=True)
+_MONTH = (
+    "("
+    + "|".join(
+        first + r"(?<!\w.)(?:" + "|".join(m[1:] for m in _MONTH_NAMES if m[0] == first) + ")"
+        for first in dict.fromkeys(m[0] for m in _MONTH_NAMES)
+    )
+    + r")\.?"
+)
+_DATE_MONTH_DAY = re.compile(rf"{_MONTH}\s+(\d{{1,2}})\b")
+_DATE_DAY_MONTH = re.compile(rf"(\d(?<!\w.)\d?)\s+{_MONTH}\b")  # \b(\d{1,2})\s+...
+_MONTH_PREFIX = re.compile("|".join(sorted({m[:3] for m in _MONTHS})))  # no date without one
+_DATE_CJK = re.compile(r"(\d\d?)月(\d\d?)[日号號]")
 # info.gov.hk: /gia/general/YYYYMM/DD/PYYYYMMDDNNNNN.htm (a trailing letter marks variants).
 _RELEASE = re.compile(r"/gia/general/(\d{6})/(\d{2})/P(\d{8})(\d{5})[a-z]?\.htm$")
 _RELEASE_HOST = "www.info.gov.hk"
@@ -144,7 +173,7 @@ def fingerprint(title: str, lead: str, canonical_url: str | None) -> Fingerprint
     """The fingerprint of an entry from its title, plain-text summary and canonical URL."""
     title_text = _normal(title)
     text = title_text + "\n" + _normal(lead[:LEAD_CHARS])
-    hashes = shingle_hashes(shingles(text))
+    hashes = frozenset(_shingle_crcs(text))
     return Fingerprint(
         shingles=hashes,
         signature=signature_of(hashes),
@@ -156,21 +185,83 @@ def fingerprint(title: str, lead: str, canonical_url: str | None) -> Fingerprint
 
 
 def shingles(text: str) -> frozenset[str]:
-    """Content words of Latin script (lightly stemmed) and character bigrams of CJK runs.
+    """Content words of Latin script (lightly stemmed) and character bigrams of CJK runs (a run
+    of one character is a shingle itself).
 
-    `text` must already be normalized (NFKC, casefolded, Simplified).
+    `text` must already be normalized (NFKC, casefolded, Simplified). `fingerprint` computes
+    the hashes of these shingles directly (`_shingle_crcs`).
     """
-    found: set[str] = set()
-    for raw in _LATIN_WORD.findall(text):
-        found.update(_word_shingles(raw))
-    for run in _CJK_RUN.findall(text):
-        if len(run) == 1:
-            found.add(run)
-        found.update(map(add, run[:-1], run[1:]))  # the character bigrams
+    words = set(_LATIN_WORD.findall(text))
+    found = set(chain.from_iterable(map(_word_shingles, words)))
+    runs, joined, in_run = _cjk_runs(text)
+    found.update(compress(map(add, joined[:-1], joined[1:]), in_run))  # the character bigrams
+    found.update(run for run in runs if len(run) == 1)
     return frozenset(found)
 
 
-@lru_cache(maxsize=1 << 14)
+def _shingle_crcs(text: str) -> list[int]:
+    """`shingle_hashes(shingles(text))` as a list (it may repeat a hash), computed faster: the
+    hashes of a word are cached, and CJK bigrams are hashed from the UTF-8 of all runs at once."""
+    crcs = list(chain.from_iterable(map(_word_crcs, set(_LATIN_WORD.findall(text)))))
+    runs, joined, in_run = _cjk_runs(text)
+    if runs:
+        crcs += _bigram_crcs(joined, in_run)
+        crcs += map(zlib.crc32, map(str.encode, [run for run in runs if len(run) == 1]))
+    return crcs
+
+
+def _cjk_runs(text: str) -> tuple[list[str], str, bytes]:
+    """The runs of CJK characters in `text`; the runs joined by `_GAP`; and for each pair of
+    adjacent characters of that joined text, 1 when it is a bigram of one run, 0 when it
+    straddles a gap (one pass over all pairs costs less than one per run)."""
+    runs = [] if text.isascii() else _CJK_RUN.findall(text)
+    in_run = b"\0\0".join(map(_RUN_PAIRS.__getitem__, map(len, runs)))
+    return runs, _GAP.join(runs), in_run
+
+
+class _RunPairs(dict[int, bytes]):
+    """Run length -> one 1 per pair of adjacent characters in the run (kept up to 512)."""
+
+    def __missing__(self, length: int) -> bytes:
+        pairs = b"\1" * (length - 1)
+        if length <= 512:
+            self[length] = pairs
+        return pairs
+
+
+_RUN_PAIRS = _RunPairs()
+
+
+def _bigram_crcs(joined: str, in_run: bytes) -> list[int]:
+    """The CRC-32 of the UTF-8 of each pair of adjacent characters of `joined` that is
+    `in_run`. Every character taking three bytes, the pairs starting at even characters are
+    the six-byte pieces of the UTF-8, those starting at odd ones the pieces from byte 3: one
+    `struct` unpacking each. The rare characters beyond U+FFFF (four bytes) are replaced for
+    that, and the pairs holding them hashed one by one."""
+    count = len(joined)
+    encoded = joined.encode()
+    redone = []
+    if len(encoded) != 3 * count:
+        encoded = _BEYOND_BMP.sub(_GAP, joined).encode()
+        wanted = bytearray(in_run)
+        for found in _BEYOND_BMP.finditer(joined):
+            for pair in (found.start() - 1, found.start()):
+                if 0 <= pair < count - 1 and wanted[pair]:
+                    wanted[pair] = 0
+                    redone.append(zlib.crc32(joined[pair : pair + 2].encode()))
+        in_run = bytes(wanted)
+    evens = _six_byte_pieces(count // 2).unpack_from(encoded, 0)
+    odds = _six_byte_pieces((count - 1) // 2).unpack_from(encoded, 3)
+    crcs = list(map(zlib.crc32, compress(evens, in_run[0::2])))
+    crcs += map(zlib.crc32, compress(odds, in_run[1::2]))
+    return crcs + redone
+
+
+@lru_cache(maxsize=512)
+def _six_byte_pieces(count: int) -> struct.Struct:
+    return struct.Struct("6s" * count)
+
+
 def _word_shingles(raw: str) -> tuple[str, ...]:
     """The shingles of one Latin-script word: aliases spelled out, stopwords dropped, stemmed."""
     return tuple(
@@ -178,6 +269,11 @@ def _word_shingles(raw: str) -> tuple[str, ...]:
         for word in _ALIASES.get(raw, raw).split()
         if len(word) > 1 and word not in _STOPWORDS
     )
+
+
+@lru_cache(maxsize=1 << 15)
+def _word_crcs(raw: str) -> tuple[int, ...]:
+    return tuple(map(zlib.crc32, map(str.encode, _word_shingles(raw))))
 
 
 def shingle_hashes(found: Iterable[str]) -> frozenset[int]:
@@ -193,30 +289,76 @@ def minhash(found: Iterable[str]) -> tuple[int, ...]:
 def signature_of(hashes: Iterable[int]) -> tuple[int, ...]:
     """A one-permutation MinHash signature of NUM_HASHES values (Li, Owen & Zhang 2012).
 
-    Each shingle hash is spread over 64 bits once (Fibonacci hashing: CRC alone is too regular
-    to rank by); that picks a bin and the smallest value per bin is kept. Empty bins borrow
-    from the next filled one, marked by the distance (rotation densification, Shrivastava & Li
-    2014), so equal sets always get equal signatures.
+    Each shingle hash (32 bits) is spread over 64 bits once (Fibonacci hashing: CRC alone is
+    too regular to rank by); that picks a bin and the smallest value per bin is kept. Empty
+    bins borrow from the next filled one, marked by the distance (rotation densification,
+    Shrivastava & Li 2014), so equal sets always get equal signatures.
     """
-    bins = [_EMPTY] * NUM_HASHES
-    for crc in hashes:
-        h = (crc * _GOLDEN) & _MASK64
-        h ^= h >> 29
-        index, value = h & _BIN_MASK, (h >> 40) & _VALUE_MASK
-        if value < bins[index]:
-            bins[index] = value
-    first = next((k for k, value in enumerate(bins) if value != _EMPTY), None)
-    if first is None:
+    smallest = [_NO_VALUE] * NUM_HASHES  # per bin, its smallest value
+    for index, value in zip(*_bins_and_values(hashes), strict=True):
+        if value < smallest[index]:
+            smallest[index] = value
+    empty = smallest.count(_NO_VALUE)
+    if empty == NUM_HASHES:
         return ()
-    signature = [0] * NUM_HASHES
-    # Walk backwards from the first filled bin of the next round: `nearest` is the first filled
-    # bin at or after `k` (wrapping round), `value` its minimum.
-    nearest, value = first + NUM_HASHES, bins[first]
-    for k in range(NUM_HASHES - 1, -1, -1):
-        if bins[k] != _EMPTY:
-            nearest, value = k, bins[k]
-        signature[k] = value + (nearest - k) * _DISTANCE_STEP
-    return tuple(signature)
+    if empty:
+        empties = _positions(smallest, _NO_VALUE, empty)
+        first = 0  # the first filled bin
+        while first < empty and empties[first] == first:
+            first += 1
+        # Down through the empty bins, each one step further than the next bin (filled, or
+        # already borrowing); the last bin wraps round to the first filled one.
+        for k in reversed(empties):
+            if k == NUM_HASHES - 1:
+                smallest[k] = smallest[first] + (first + 1) * _DISTANCE_STEP
+            else:
+                smallest[k] = smallest[k + 1] + _DISTANCE_STEP
+    return tuple(smallest)
+
+
+def _positions(values: list[int], value: int, count: int) -> list[int]:
+    """Where the `count` occurrences of `value` are, in order."""
+    found, at = [], -1
+    for _ in range(count):
+        at = values.index(value, at + 1)
+        found.append(at)
+    return found
+
+
+def _bins_and_values(hashes: Iterable[int]) -> tuple[bytes, list[int]]:
+    """The bin and the value of each hash: h = (hash * _GOLDEN) mod 2**64, h ^= h >> 29, its bin
+    is h mod NUM_HASHES and its value bits 40..59 of h.
+
+    All hashes at once, each in a 64-bit lane of one big integer: a few operations on it cost
+    less than as many per hash (and small-integer arithmetic in Python is no cheaper than a
+    list lookup). Only bits below 60 of the product are used, so it is taken mod 2**60 in two
+    halves of 30 bits, and no lane carries into the next. Each lane ends as bin << 32 | value.
+    """
+    lanes = array(_U64, list(hashes))
+    if not lanes:
+        return b"", []
+    count = len(lanes)
+    low30, low6, low20, high32 = _hash_lane_masks(count.bit_length())
+    packed = _lanes_to_int(lanes)
+    if packed & high32:
+        raise ValueError("shingle hashes must be below 2**32")
+    product = packed * _GOLDEN_LOW + (((packed * _GOLDEN_HIGH) & low30) << 30)
+    result = (((product ^ (product >> 29)) & low6) << 32) | ((product >> 40) & low20)
+    lanes_bytes = result.to_bytes(8 * count, "little")
+    bins = lanes_bytes[4::8]  # as bytes: iterating them makes no integer objects
+    return bins, _bytes_to_lanes(lanes_bytes, _U32)[0::2].tolist()
+
+
+@cache
+def _hash_lane_masks(size_log2: int) -> tuple[int, int, int, int]:
+    """Masks of 2**size_log2 64-bit lanes: each lane's low 30, 6 and 20 bits, its high 32."""
+    lanes = 1 << size_log2
+    return (
+        _each_lane((1 << 30) - 1, 64, lanes),
+        _each_lane(_BIN_MASK, 64, lanes),
+        _each_lane(_VALUE_MASK, 64, lanes),
+        _each_lane(_MASK64 ^ 0xFFFFFFFF, 64, lanes),
+    )
 
 
 def band_keys(signature: Sequence[int]) -> tuple[int, ...]:
@@ -227,12 +369,44 @@ def band_keys(signature: Sequence[int]) -> tuple[int, ...]:
     """
     if len(signature) != NUM_HASHES:
         return ()
-    keys = []
-    for band in range(BANDS):
-        packed = (signature[band * ROWS] << 26) | signature[band * ROWS + 1]
-        spread = ((packed * _GOLDEN) & _MASK64) >> 38
-        keys.append((band << _BAND_BITS) | (spread & _BAND_VALUE_MASK))
-    return tuple(keys)
+    # Per band (ROWS = 2): ((first << 26 | second) * _GOLDEN) mod 2**64 >> 38, below the band's
+    # index; all bands at once, each in a 128-bit lane (as in `_bins_and_values`).
+    pairs = _lanes_to_int(array(_U64, signature))  # a band's two values: one lane
+    firsts, seconds = pairs & _BAND_LOW64, (pairs >> 64) & _BAND_LOW64
+    if (firsts | seconds) & _BAND_HIGH:
+        raise ValueError("signature values must be below 2**32")
+    product = ((firsts << _BAND_BITS) | seconds) * _GOLDEN
+    keys = ((product >> (64 - _BAND_BITS)) & _BAND_VALUES) | _BAND_INDEXES
+    return tuple(_bytes_to_lanes(keys.to_bytes(16 * BANDS, "little"), _U64)[0::2])
+
+
+def _each_lane(mask: int, lane_bits: int, lanes: int) -> int:
+    """`mask` repeated in each of `lanes` lanes of `lane_bits` bits."""
+    return int.from_bytes(mask.to_bytes(lane_bits // 8, "little") * lanes, "little")
+
+
+def _lanes_to_int(lanes: array[int]) -> int:
+    """The unsigned integers of an array as lanes of one integer, the first lane lowest (the
+    inverse of `_bytes_to_lanes` of its `to_bytes(..., "little")`)."""
+    if sys.byteorder == "big":
+        lanes.byteswap()
+    return int.from_bytes(lanes, "little")
+
+
+def _bytes_to_lanes(lanes_bytes: bytes, typecode: str) -> array[int]:
+    """The unsigned integers of the array type's size in these bytes, each little-endian."""
+    lanes = array(typecode, lanes_bytes)
+    if sys.byteorder == "big":
+        lanes.byteswap()
+    return lanes
+
+
+_BAND_LOW64 = _each_lane(_MASK64, 128, BANDS)
+_BAND_HIGH = _each_lane(((1 << 128) - 1) ^ 0xFFFFFFFF, 128, BANDS)
+_BAND_VALUES = _each_lane(_BAND_VALUE_MASK, 128, BANDS)
+_BAND_INDEXES = int.from_bytes(
+    b"".join((band << _BAND_BITS).to_bytes(16, "little") for band in range(BANDS)), "little"
+)
 
 
 def estimated_jaccard(a: Sequence[int], b: Sequence[int]) -> float:
@@ -262,11 +436,26 @@ def numbers_in(text: str) -> frozenset[str]:
 
 def dates_in(text: str) -> frozenset[tuple[int, int]]:
     """(month, day) pairs: "May 16", "16 May", "5月16日", "五月十六日"."""
-    text = _CN_NUMBER.sub(lambda m: str(_chinese_number(m.group(0)) or m.group(0)), text)
-    found = {(_MONTHS[m], int(d)) for m, d in _DATE_MONTH_DAY.findall(text)}
-    found.update((_MONTHS[m], int(d)) for d, m in _DATE_DAY_MONTH.findall(text))
-    found.update((int(m), int(d)) for m, d in _DATE_CJK.findall(text))
+    named_months = _MONTH_PREFIX.search(text) is not None
+    if not named_months and "月" not in text:
+        return frozenset()  # (Chinese numerals turned into digits add neither)
+    parts = _CN_NUMBER_SPLIT.split(text)  # text, numerals, text, ...
+    if len(parts) > 1:
+        parts[1::2] = map(_in_digits, parts[1::2])
+        text = "".join(parts)
+    found: set[tuple[int, int]] = set()
+    if named_months:
+        found.update((_MONTHS[m], int(d)) for m, d in _DATE_MONTH_DAY.findall(text))
+        found.update((_MONTHS[m], int(d)) for d, m in _DATE_DAY_MONTH.findall(text))
+    if "月" in text:
+        found.update((int(m), int(d)) for m, d in _DATE_CJK.findall(text))
     return frozenset((m, d) for m, d in found if 1 <= m <= 12 and 1 <= d <= 31)
+
+
+@lru_cache(maxsize=1024)
+def _in_digits(numerals: str) -> str:
+    """A run of Chinese numerals as the digits of its value; as it is when it has none or 0."""
+    return str(_chinese_number(numerals) or numerals)
 
 
 def release_of(url: str | None) -> Release | None:
@@ -310,21 +499,36 @@ def is_language_version(a_url: str | None, a_title: str, b_url: str | None, b_ti
 
 
 def has_chinese(text: str) -> bool:
-    return _CJK_RUN.search(text) is not None
+    return not text.isascii() and _CJK_CHAR.search(text) is not None
 
 
 def look_alike_conflict(
     new: StoryItem, new_fp: Fingerprint, other: StoryItem, other_fp: Fingerprint
 ) -> str | None:
     """Why two similar texts are still different events, or None when nothing says so."""
+    conflict = _conflict(new, new_fp, other, other_fp)
+    if conflict == "numbers":
+        a, b = sorted(new_fp.title_numbers), sorted(other_fp.title_numbers)
+        return f"numbers in the titles differ ({a} vs {b})"
+    if conflict == "dates":
+        return "the dates mentioned differ"
+    if conflict == "undated":
+        return "no common date named and published more than 36 hours apart"
+    return None
+
+
+def _conflict(
+    new: StoryItem, new_fp: Fingerprint, other: StoryItem, other_fp: Fingerprint
+) -> str | None:
+    """Which look-alike guard keeps two items apart ("numbers", "dates", "undated"), if any."""
     a, b = new_fp.title_numbers, other_fp.title_numbers
     if a and b and not (a <= b or b <= a):
-        return f"numbers in the titles differ ({sorted(a)} vs {sorted(b)})"
+        return "numbers"
     if new_fp.dates and other_fp.dates:
         if not new_fp.dates & other_fp.dates:
-            return "the dates mentioned differ"
+            return "dates"
     elif abs(new.published - other.published) > UNDATED_GAP:
-        return "no common date named and published more than 36 hours apart"
+        return "undated"
     return None
 
 
@@ -379,8 +583,15 @@ def _most_similar(
     threshold: float,
     window: timedelta,
 ) -> StoryMatch | None:
-    """The most similar candidate that passes every look-alike guard."""
+    """The most similar candidate that passes every look-alike guard.
+
+    The cheap tests come first: the guards, and the bound the sizes of two sets put on their
+    Jaccard similarity (min / max), so that most candidates are dropped before comparing
+    shingles.
+    """
     best: StoryMatch | None = None
+    shingles = new_fp.shingles
+    size = len(shingles)
     for other in ordered:
         if other.entry_id == new.entry_id or other.story_id is None:
             continue
@@ -389,11 +600,16 @@ def _most_similar(
         if abs(new.published - other.published) > window:
             continue
         other_fp = other.fingerprint or fingerprint(other.title, other.lead, other.canonical_url)
-        score = jaccard(new_fp.shingles, other_fp.shingles)
+        other_size = len(other_fp.shingles)
+        bound = min(size, other_size) / max(size, other_size, 1)  # the score is at most this
+        if bound < threshold or (best is not None and bound <= best.score):
+            continue
+        if _conflict(new, new_fp, other, other_fp) is not None:
+            continue
+        score = jaccard(shingles, other_fp.shingles)
         if score < threshold or (best is not None and score <= best.score):
             continue
-        if look_alike_conflict(new, new_fp, other, other_fp) is None:
-            best = StoryMatch(other.story_id, "similar", round(score, 3), other.entry_id)
+        best = StoryMatch(other.story_id, "similar", round(score, 3), other.entry_id)
     return best
 
 
@@ -404,10 +620,38 @@ def _converter() -> opencc.OpenCC:
 
 def _normal(text: str) -> str:
     """NFKC, casefolded, Traditional Chinese turned Simplified."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    if _CJK_RUN.search(text):
+    text = _nfkc(text).casefold()
+    if not text.isascii() and _CJK_CHAR.search(text):
         text = _converter().convert(text)
     return text
+
+
+def _nfkc(text: str) -> str:
+    """`unicodedata.normalize("NFKC", text)`, faster for text that needs only a few characters
+    mapped, each on its own (full-width punctuation in Chinese text, mostly).
+
+    Mapping a character to its NFKC keeps the text equivalent; when the result is normalized,
+    it is therefore the NFKC of the text. When it is not (combining marks), normalize it all.
+    """
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):
+        return text
+    changed, mapping = _nfkc_of_characters()
+    for char in set(changed.findall(text)):
+        text = text.replace(char, mapping[char])
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
+@cache
+def _nfkc_of_characters() -> tuple[re.Pattern[str], dict[str, str]]:
+    """The characters of the Basic Multilingual Plane whose NFKC is not themselves, and that."""
+    mapping = {}
+    for code in range(0x10000):
+        char = chr(code)
+        if unicodedata.decomposition(char):
+            normal = unicodedata.normalize("NFKC", char)
+            if normal != char:
+                mapping[char] = normal
+    return re.compile("[" + "".join(map(re.escape, mapping)) + "]"), mapping
 
 
 def _stem(word: str) -> str:
@@ -420,6 +664,7 @@ def _stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=1024)
 def _chinese_number(text: str) -> int | None:
     """二○二四 -> 2024 (digit by digit), 三十一 -> 31, 十七 -> 17 (positional)."""
     if not any(c in _CN_UNITS for c in text):
