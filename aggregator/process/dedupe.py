@@ -75,6 +75,7 @@ _STOPWORD_LIST = """a an the and or nor but if of to in on at by for with from i
 _STOPWORDS = frozenset(_STOPWORD_LIST.split())
 _ALIASES = {"hk": "hong kong", "hksar": "hong kong", "prc": "china", "pct": "percent"}
 _SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
+_SUFFIX_ENDINGS = tuple(suffix for suffix, _ in _SUFFIXES)
 
 _CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "○": 0, "两": 2}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
@@ -656,7 +657,7 @@ def _nfkc_of_characters() -> tuple[re.Pattern[str], dict[str, str]]:
 
 def _stem(word: str) -> str:
     """A crude English stemmer: enough for "signs/signed/signing" to meet, never for meaning."""
-    if len(word) <= 4 or word[-1].isdigit():
+    if len(word) <= 4 or word[-1].isdigit() or not word.endswith(_SUFFIX_ENDINGS):
         return word
     for suffix, replacement in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
