@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
 import sqlite3
+import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +37,7 @@ from aggregator.settings import Settings, SourceSettings, TagRule
 log = logging.getLogger(__name__)
 
 POOL_MIN_SOURCES = 8  # due sources before worker processes pay for their start
+StartMethod = str  # "fork" or "spawn" (multiprocessing's names)
 StoredHashes = Callable[[Sequence[str]], Mapping[str, str]]
 _PoolKey = tuple[tuple[TagRule, ...], str, str]  # what worker processes are started with
 
@@ -104,11 +108,18 @@ class Preparer:
     `inline` executor (the thread that stores). Kept between polls by the worker, so the
     processes start once; they are started again when the tag rules change."""
 
-    def __init__(self, processes: int | None = None) -> None:
+    def __init__(self, processes: int | None = None, *, start: StartMethod | None = None) -> None:
+        """`start`: how worker processes begin. By default they are forked when that is safe
+        (Linux, and this process runs one thread when the poll starts): they then share the
+        interpreter's imports and the compiled rules, ready in ~10 ms where a spawned one
+        spends ~0.7 s of CPU (imports, compiling every rule's patterns) before its first body.
+        Otherwise they are spawned."""
         self._processes = processes if processes is not None else (os.cpu_count() or 1)
+        self._start = start
         self._pool: ProcessPoolExecutor | None = None
         self._pool_key: _PoolKey | None = None
         self._wanted: _PoolKey | None = None  # this poll's key, when it may use a pool
+        self.started_by: StartMethod | None = None  # how the running processes began
 
     def use_pool(self, settings: Settings, db_path: Path | str, sources: int) -> bool:
         """Whether this poll reads in worker processes. They start at the first body to read
@@ -140,16 +151,45 @@ class Preparer:
             return []
         return [pool.submit(os.getpid) for _ in range(self._processes)]
 
-    def _started(self) -> ProcessPoolExecutor | None:
+    def start_early(self, tagger: Callable[[], Tagger]) -> None:
+        """Fork the worker processes now, if this poll may use them and forking is safe: call
+        it before the poll starts any thread. They inherit `tagger()`, compiled here once."""
+        if self._pool is not None or self._wanted is None or self._start_method() != "fork":
+            return
+        compiled = tagger()
+        # Objects of this process stay where they are: the children's collector leaves them
+        # alone (no open database of ours is ever finalized in a child), and their pages shared.
+        gc.freeze()
+        try:
+            pool = self._started("fork", compiled)
+            assert pool is not None
+            pool.submit(os.getpid)  # a forking pool starts every process at its first task
+        finally:
+            gc.unfreeze()
+
+    def _start_method(self) -> StartMethod:
+        if self._start is not None:
+            return self._start
+        one_thread = threading.active_count() == 1
+        return "fork" if sys.platform == "linux" and one_thread else "spawn"
+
+    def _started(
+        self, method: StartMethod = "spawn", tagger: Tagger | None = None
+    ) -> ProcessPoolExecutor | None:
         if self._pool is None and self._wanted is not None:
+            if self._start is not None:
+                method = self._start
             tags, timezone, db_path = self._wanted
             self._pool = ProcessPoolExecutor(
                 self._processes,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=multiprocessing.get_context(method),
                 initializer=_start_worker,
-                initargs=(tags, timezone, db_path),
+                # Forked processes take these as they are; spawned ones get them pickled (not
+                # the compiled tagger: each compiles the rules again).
+                initargs=(tags, timezone, db_path, tagger if method == "fork" else None),
             )
             self._pool_key = self._wanted
+            self.started_by = method
         return self._pool
 
     async def prepare(
@@ -175,7 +215,7 @@ class Preparer:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool, self._pool_key = None, None
+        self._pool, self._pool_key, self.started_by = None, None, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +230,12 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-def _start_worker(tags: tuple[TagRule, ...], timezone: str, db_path: str) -> None:
+def _start_worker(
+    tags: tuple[TagRule, ...], timezone: str, db_path: str, tagger: Tagger | None
+) -> None:
     global _worker
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
-    _worker = _Worker(compile_rules(tags), timezone, db)
+    _worker = _Worker(tagger or compile_rules(tags), timezone, db)
 
 
 def _prepare_in_worker(source: SourceSettings, result: FetchResult, now: datetime) -> Prepared:

@@ -41,7 +41,7 @@ from aggregator.process.dedupe import (
     counterpart_urls,
     fingerprint,
 )
-from aggregator.process.tag import compile_rules
+from aggregator.process.tag import Tagger, compile_rules
 from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
 from aggregator.settings import Settings, SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
@@ -90,8 +90,11 @@ def update(
         return UpdateReport()
     own = preparer is None
     preparer = preparer or Preparer()
+    tagger = functools.cache(lambda: compile_rules(settings.tags))  # worker processes have theirs
     try:
-        poll = _poll(settings, store, clock, preparer, sources, states, on_outcome)
+        if preparer.use_pool(settings, store.path, len(sources)):
+            preparer.start_early(tagger)  # before the poll starts its threads
+        poll = _poll(settings, store, clock, preparer, tagger, sources, states, on_outcome)
         outcomes = asyncio.run(poll)
     finally:
         if own:
@@ -104,14 +107,13 @@ async def _poll(
     store: Store,
     clock: Clock,
     preparer: Preparer,
+    tagger: Callable[[], Tagger],
     sources: Sequence[SourceSettings],
     states: dict[str, SourceState],
     on_outcome: OutcomeCallback | None,
 ) -> list[SourceOutcome]:
     outcomes = []
     agent = settings.fetch.user_agent
-    tagger = functools.cache(lambda: compile_rules(settings.tags))  # worker processes have theirs
-    preparer.use_pool(settings, store.path, len(sources))
     # Memory stays flat however many sources there are: sources fetched and not yet stored
     # hold their bodies (bytes: bounded loosely), and read ones their entries (objects many
     # times the size of the bytes: only a few at a time, as many as keep every core busy).

@@ -4,11 +4,17 @@ and a worker process that dies costs nothing but speed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from aggregator.clock import FixedClock
 from aggregator.prepare import POOL_MIN_SOURCES, Preparer
@@ -84,18 +90,20 @@ def stored(store: Store) -> tuple[set[EntryRow], set[frozenset[str]], set[bytes]
     return entries, {frozenset(m) for m in members.values()}, fingerprints
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_worker_processes_store_what_inline_reading_stores(
-    http_server: FeedServer, tmp_path: Path
+    http_server: FeedServer, tmp_path: Path, start: str
 ) -> None:
     results = []
     for processes in (2, 1):
         data_dir = tmp_path / f"p{processes}"
         settings = settings_for(http_server, data_dir)
         store = Store(data_dir / "aggregator.db")
-        preparer = Preparer(processes)
+        preparer = Preparer(processes, start=start)
         try:
             report = update(settings, store, FixedClock(NOW), force=True, preparer=preparer)
             assert preparer.pooled == (processes > 1)
+            assert preparer.started_by == (start if processes > 1 else None)
             assert report.new == 5 * 8 + (SOURCES - 5) * 6 and not report.failed
             results.append(stored(store))
             # A second poll: the worker processes read the stored hashes, nothing is new.
@@ -112,6 +120,59 @@ def test_worker_processes_store_what_inline_reading_stores(
     tags = {title: tags for _, title, _, _, tags in entries}
     assert tags[EVENT.format("quantum computing")] == ("gba", "science")
     assert tags[EVENT_ZH.format("人工智能")] == ("gba", "science")
+
+
+POLL_IN_A_FRESH_PROCESS = """
+import json, sys
+from dataclasses import replace
+from pathlib import Path
+from aggregator.clock import FixedClock
+from aggregator.prepare import Preparer
+from aggregator.settings import Settings, SourceSettings
+from aggregator.store import Store
+from aggregator.update import update
+from tests.test_prepare import FETCH, NOW, TAGS
+
+if __name__ == "__main__":
+    urls, data_dir = json.loads(sys.argv[1]), Path(sys.argv[2])
+    sources = tuple(SourceSettings(id=f"s{n}", url=url, name=f"S{n}") for n, url in enumerate(urls))
+    settings = Settings(path=data_dir / "feeds.toml", data_dir=data_dir, fetch=FETCH,
+                        sources=sources, tags=TAGS)
+    store, preparer = Store(data_dir / "aggregator.db"), Preparer(2)
+    report = update(settings, store, FixedClock(NOW), force=True, preparer=preparer)
+    print(json.dumps({"new": report.new, "failed": len(report.failed),
+                      "started_by": preparer.started_by}))
+    preparer.close()
+"""
+
+
+def test_a_process_with_one_thread_forks_its_worker_processes(
+    http_server: FeedServer, tmp_path: Path
+) -> None:
+    """The command line (one thread when the poll starts) forks; this test process, running
+    the feed server on a thread of its own, spawns (the test above checks both store alike)."""
+    settings = settings_for(http_server, tmp_path)
+    script = tmp_path / "poll.py"
+    script.write_text(textwrap.dedent(POLL_IN_A_FRESH_PROCESS))
+    urls = json.dumps([s.url for s in settings.sources])
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, str(script), urls, str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, env=env, cwd=root, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = {"new": 5 * 8 + (SOURCES - 5) * 6, "failed": 0, "started_by": "fork"}
+    assert result == expected
+
+    preparer, store = Preparer(2), Store(tmp_path / "spawned.db")
+    try:
+        report = update(settings, store, FixedClock(NOW), force=True, preparer=preparer)
+        assert report.new == expected["new"] and preparer.started_by == "spawn"
+    finally:
+        preparer.close()
+        store.close()
 
 
 def test_a_worker_process_that_dies_costs_nothing_but_speed(
