@@ -13,14 +13,16 @@ only their own row; those rows are written many to a transaction (`StateBatch`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from aggregator.clock import Clock
 from aggregator.errors import AggregatorError, FetchError, ParseError
@@ -45,18 +47,20 @@ from aggregator.process.tag import Tagger, compile_rules
 from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
 from aggregator.settings import Settings, SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.database import transaction
+from aggregator.store.database import Checkpointer, transaction
 from aggregator.store.sources import SourceFailure
 from aggregator.store.stories import CandidateQuery, StoryKeys
 
 log = logging.getLogger(__name__)
 
 OutcomeCallback = Callable[[SourceOutcome], None]
+_T = TypeVar("_T")
 
 STATE_BATCH_SIZE = 200  # source rows per transaction for 304s and failures
 STATE_BATCH_SECONDS = 1.0  # ... or as old as this, whichever comes first
 MIN_IN_FLIGHT = 64  # sources fetched but not yet stored, at least (see `_poll`)
 WRITE_BATCH_SOURCES = 50  # sources stored in one transaction, at most
+CHECKPOINT_SECONDS = 0.5  # of storing, between two checkpoints on the checkpoint thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +98,37 @@ def update(
     try:
         if preparer.use_pool(settings, store.path, len(sources)):
             preparer.start_early(tagger)  # before the poll starts its threads
-        poll = _poll(settings, store, clock, preparer, tagger, sources, states, on_outcome)
-        outcomes = asyncio.run(poll)
+        checkpointer = Checkpointer(store.conn, store.path)
+        try:
+            poll = _poll(
+                settings, store, clock, preparer, tagger, checkpointer, sources, states, on_outcome
+            )
+            outcomes = asyncio.run(_with_checkpoints(poll, checkpointer))
+        finally:
+            checkpointer.close()
     finally:
         if own:
             preparer.close()
     return UpdateReport(tuple(outcomes))
+
+
+async def _with_checkpoints(poll: Coroutine[Any, Any, _T], checkpointer: Checkpointer) -> _T:
+    """Run `poll`, checkpointing on a thread of its own every CHECKPOINT_SECONDS meanwhile."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-checkpoint") as thread:
+
+        async def checkpoints() -> None:
+            while True:
+                await asyncio.sleep(CHECKPOINT_SECONDS)
+                await loop.run_in_executor(thread, checkpointer.checkpoint)
+
+        task = asyncio.create_task(checkpoints())
+        try:
+            return await poll
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _poll(
@@ -108,6 +137,7 @@ async def _poll(
     clock: Clock,
     preparer: Preparer,
     tagger: Callable[[], Tagger],
+    checkpointer: Checkpointer,
     sources: Sequence[SourceSettings],
     states: dict[str, SourceState],
     on_outcome: OutcomeCallback | None,
@@ -136,7 +166,7 @@ async def _poll(
         # loop keeps fetching; bodies are read in the preparer's processes, or on that thread too.
         batch = StateBatch(store)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-store") as worker:
-            writer = _Writer(worker)
+            writer = _Writer(worker, checkpointer)
 
             async def read(source: SourceSettings, result: FetchResult) -> Prepared:
                 try:
@@ -195,8 +225,9 @@ class _Writer:
     or nothing, alone): one commit for many sources, where a commit each cost more than their
     rows."""
 
-    def __init__(self, thread: ThreadPoolExecutor) -> None:
+    def __init__(self, thread: ThreadPoolExecutor, checkpointer: Checkpointer) -> None:
         self._thread = thread
+        self._checkpointer = checkpointer
         self._waiting: list[tuple[ProcessArgs, asyncio.Future[SourceOutcome]]] = []
         self._draining: asyncio.Task[None] | None = None
 
@@ -214,20 +245,27 @@ class _Writer:
                 taken = self._waiting[:WRITE_BATCH_SOURCES]
                 del self._waiting[:WRITE_BATCH_SOURCES]
                 items = [args for args, _ in taken]
-                outcomes = await loop.run_in_executor(self._thread, _store_together, items)
+                outcomes = await loop.run_in_executor(
+                    self._thread, _store_together, items, self._checkpointer
+                )
                 for (_, future), outcome in zip(taken, outcomes, strict=True):
                     future.set_result(outcome)
         finally:
             self._draining = None
 
 
-def _store_together(items: Sequence[ProcessArgs]) -> list[SourceOutcome]:
+def _store_together(
+    items: Sequence[ProcessArgs], checkpointer: Checkpointer | None = None
+) -> list[SourceOutcome]:
     """`_process` each source inside one transaction. When that transaction cannot commit (a
     full disk, say), each of its sources is reported failed and polled again next time."""
     store = items[0][1]
     try:
         with transaction(store.conn):
-            return [_process(*args) for args in items]
+            outcomes = [_process(*args) for args in items]
+        if checkpointer is not None:
+            checkpointer.after_commit()
+        return outcomes
     except Exception as error:  # each source's own errors are outcomes already: this is the commit
         store.band_index.clear()  # it may hold entries the rollback undid
         message = f"cannot store this poll: {error}"

@@ -636,3 +636,34 @@ def test_choose_story_decides_as_first_written(
         new, candidates, threshold=threshold, window=window, new_fingerprint=new.fingerprint
     )
     assert found == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    title=st.text(max_size=80),
+    lead=st.text(max_size=400),
+    url=st.sampled_from(
+        [None, "https://www.info.gov.hk/gia/general/202405/16/P2024051600321.htm", "https://a.b/c"]
+    ),
+)
+def test_a_fingerprint_crosses_between_processes_packed_and_unchanged(
+    title: str, lead: str, url: str | None
+) -> None:
+    """A worker process sends fingerprints packed: what arrives equals what was sent, and its
+    packed form is what the store wrote before packing moved to the sender."""
+    import pickle
+    import struct
+
+    fp = dedupe.fingerprint(title, lead, url)
+    arrived = pickle.loads(pickle.dumps(fp))
+    assert arrived == fp
+    for name in ("shingles", "signature", "title_numbers", "dates", "release", "chinese"):
+        assert getattr(arrived, name) == getattr(fp, name)
+    assert arrived.band_keys == fp.band_keys == dedupe.band_keys(fp.signature)
+    packed = arrived.packed
+    assert packed is not None and fp.packed is None
+    assert packed.signature == struct.pack(f"<{len(fp.signature)}I", *fp.signature)
+    assert packed.shingles == struct.pack(f"<{len(fp.shingles)}I", *sorted(fp.shingles))
+    assert packed.bands == struct.pack(f"<{len(fp.band_keys)}I", *fp.band_keys)
+    assert packed.title_numbers == " ".join(sorted(fp.title_numbers))
+    assert packed.dates == " ".join(f"{m}-{d}" for m, d in sorted(fp.dates))

@@ -26,8 +26,8 @@ import sys
 import unicodedata
 import zlib
 from array import array
-from collections.abc import Hashable, Iterable, Sequence, Set
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Sequence, Set
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from itertools import chain, compress
@@ -129,6 +129,18 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class PackedFingerprint:
+    """A fingerprint's values as bytes and text: what the store writes, and what a worker
+    process sends (one bytes object loads in a fraction of the time ~120 ints take)."""
+
+    signature: bytes  # NUM_HASHES values, little-endian, 4 bytes each
+    shingles: bytes  # the shingle hashes, sorted, likewise
+    bands: bytes  # the band keys, likewise
+    title_numbers: str  # space-separated, sorted
+    dates: str  # "5-16 5-17": month-day, sorted
+
+
+@dataclass(frozen=True, slots=True)
 class Fingerprint:
     """What story matching compares about one entry."""
 
@@ -138,10 +150,61 @@ class Fingerprint:
     dates: frozenset[tuple[int, int]]  # (month, day) mentioned in the title or the lead
     release: Release | None
     chinese: bool  # the title is written in Chinese
+    # The same values packed, when made already (a fingerprint from another process).
+    packed: PackedFingerprint | None = field(default=None, compare=False, repr=False)
 
     @property
     def band_keys(self) -> tuple[int, ...]:
+        if self.packed is not None:
+            return unpack_values(self.packed.bands)
         return band_keys(self.signature)
+
+    def packed_form(self) -> PackedFingerprint:
+        return self.packed if self.packed is not None else pack_fingerprint(self)
+
+    def __reduce__(self) -> tuple[Callable[..., Fingerprint], tuple[object, ...]]:
+        # Sent packed (packing is done by the sender, a worker process); the receiver keeps the
+        # packed form for the store and does not compute the band keys again.
+        return unpack_fingerprint, (self.packed_form(), self.release, self.chinese)
+
+
+def pack_fingerprint(fp: Fingerprint) -> PackedFingerprint:
+    return PackedFingerprint(
+        signature=pack_values(fp.signature),
+        shingles=pack_values(sorted(fp.shingles)),
+        bands=pack_values(band_keys(fp.signature)),
+        title_numbers=" ".join(sorted(fp.title_numbers)),
+        dates=" ".join(f"{month}-{day}" for month, day in sorted(fp.dates)),
+    )
+
+
+def unpack_fingerprint(
+    packed: PackedFingerprint, release: Release | None, chinese: bool
+) -> Fingerprint:
+    return Fingerprint(
+        shingles=frozenset(unpack_values(packed.shingles)),
+        signature=unpack_values(packed.signature),
+        title_numbers=frozenset(packed.title_numbers.split()),
+        dates=frozenset(map(_month_day, packed.dates.split())),
+        release=release,
+        chinese=chinese,
+        packed=packed,
+    )
+
+
+def _month_day(text: str) -> tuple[int, int]:
+    """(5, 16) from "5-16"."""
+    month, _, day = text.partition("-")
+    return int(month), int(day)
+
+
+def pack_values(values: Sequence[int]) -> bytes:
+    """Unsigned 32-bit values as little-endian bytes."""
+    return struct.pack(f"<{len(values)}I", *values)
+
+
+def unpack_values(blob: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"<{len(blob) // 4}I", blob)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 from collections.abc import Iterator
@@ -84,3 +85,51 @@ def from_db_time(value: str | None) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(value)  # ~10x faster than strptime; "Z" reads as UTC
+
+
+class Checkpointer:
+    """Copies the write-ahead log into the database on a connection of its own while a poll
+    writes: SQLite's automatic checkpoint would run inside the writer's commits, and a first
+    poll spent more time there (copying pages, waiting for fsync) than committing.
+
+    `checkpoint` runs on a thread of its own (SQLite works without the GIL) and is PASSIVE: it
+    never waits for the writer nor makes it wait. A log that is always being appended to is
+    never started over, though, so the writer truncates it between two of its transactions
+    once it passes TRUNCATE_BYTES (`after_commit`; the pages are mostly copied already, so
+    that is short). The writer's automatic checkpoint is off meanwhile, back on at `close`.
+    """
+
+    DEFAULT_PAGES = 1000  # SQLite's default wal_autocheckpoint
+    TRUNCATE_BYTES = 16 << 20
+
+    def __init__(self, writer: sqlite3.Connection, path: Path | str) -> None:
+        self._writer = writer
+        self._own: sqlite3.Connection | None = None
+        self._log: Path | None = None
+        if str(path) != ":memory:":
+            writer.execute("PRAGMA wal_autocheckpoint = 0")
+            self._own = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._own.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._log = Path(f"{path}-wal")
+
+    def checkpoint(self) -> None:
+        if self._own is not None:
+            # On an error, the writer's automatic checkpoint takes over once the poll is done.
+            with contextlib.suppress(sqlite3.Error):
+                self._own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def after_commit(self) -> None:
+        """On the writer's thread, outside a transaction: truncate a long log."""
+        if self._log is None:
+            return
+        with contextlib.suppress(OSError, sqlite3.Error):
+            if self._log.stat().st_size > self.TRUNCATE_BYTES:
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def close(self) -> None:
+        """Close this connection and give the writer its automatic checkpoint back (call it on
+        the writer's thread)."""
+        if self._own is not None:
+            self._own.close()
+            self._own = None
+            self._writer.execute(f"PRAGMA wal_autocheckpoint = {self.DEFAULT_PAGES}")

@@ -220,26 +220,25 @@ def write_story_keys(conn: sqlite3.Connection, keys: Iterable[StoryKeys]) -> lis
     the band index should hold of them once the transaction is committed."""
     written: list[IndexedKeys] = []
     for item in keys:
-        fp = item.fingerprint
-        bands = fp.band_keys if item.band_keys is None else item.band_keys
+        packed = item.fingerprint.packed_form()  # made by the worker process, usually
+        bands = item.band_keys if item.band_keys is not None else _unpack(packed.bands)
         published = _epoch(item.published)
-        signature = _pack(fp.signature)
         cursor = conn.execute(  # replaces the entry's old fingerprint (unique entry_id)
             "INSERT OR REPLACE INTO entry_signatures"
             " (entry_id, signature, shingles, title_numbers, dates, published, bands)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 item.entry_id,
-                signature,
-                _pack(sorted(fp.shingles)),
-                " ".join(sorted(fp.title_numbers)),
-                " ".join(f"{m}-{d}" for m, d in sorted(fp.dates)),
+                packed.signature,
+                packed.shingles,
+                packed.title_numbers,
+                packed.dates,
                 published,
-                _pack(bands),
+                packed.bands,
             ),
         )
         assert cursor.lastrowid is not None
-        written.append(IndexedKeys(cursor.lastrowid, published, bands, signature))
+        written.append(IndexedKeys(cursor.lastrowid, published, bands, packed.signature))
     return written
 
 

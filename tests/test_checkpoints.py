@@ -1,0 +1,76 @@
+"""The write-ahead log during a poll: copied on a connection of its own, truncated by the
+writer between its transactions, and the writer's automatic checkpoint back afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aggregator.clock import FixedClock
+from aggregator.store import Store
+from aggregator.store.database import Checkpointer, transaction
+from aggregator.update import update
+from tests.servers import FeedServer
+from tests.test_prepare import NOW, settings_for
+
+
+def fill(store: Store, rows: int, start: int = 0) -> None:
+    with transaction(store.conn) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS filler (n INTEGER PRIMARY KEY, body BLOB)")
+        conn.executemany(
+            "INSERT INTO filler VALUES (?, zeroblob(4000))",
+            [(n,) for n in range(start, start + rows)],
+        )
+
+
+def log_size(path: Path) -> int:
+    log = Path(f"{path}-wal")
+    return log.stat().st_size if log.exists() else 0
+
+
+def test_the_writer_commits_without_checkpointing_and_truncates_a_long_log(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "aggregator.db"
+    store = Store(path)
+    try:
+        checkpointer = Checkpointer(store.conn, path)
+        checkpointer.TRUNCATE_BYTES = 1 << 20
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        fill(store, 2000)  # ~8 MB: SQLite's own checkpoint would have copied it by now
+        assert log_size(path) > 8_000_000 and path.stat().st_size < 1_000_000
+        checkpointer.checkpoint()  # copies the pages into the database, leaves the log as it is
+        assert log_size(path) > 8_000_000 and path.stat().st_size > 8_000_000
+        checkpointer.after_commit()
+        assert log_size(path) == 0
+        fill(store, 10, start=2000)
+        checkpointer.after_commit()  # a short log is left alone
+        assert 0 < log_size(path) < 1 << 20
+        checkpointer.close()
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert store.conn.execute("SELECT count(*) FROM filler").fetchone()[0] == 2010
+    finally:
+        store.close()
+
+
+def test_a_poll_gives_the_writer_its_automatic_checkpoint_back(
+    http_server: FeedServer, tmp_path: Path
+) -> None:
+    settings = settings_for(http_server, tmp_path)
+    store = Store(tmp_path / "aggregator.db")
+    try:
+        report = update(settings, store, FixedClock(NOW), force=True)
+        assert report.new > 0 and not report.failed
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    finally:
+        store.close()
+
+
+def test_a_store_in_memory_has_no_checkpointer_to_run(tmp_path: Path) -> None:
+    store = Store(":memory:")
+    try:
+        checkpointer = Checkpointer(store.conn, ":memory:")
+        checkpointer.checkpoint()
+        checkpointer.after_commit()
+        checkpointer.close()
+    finally:
+        store.close()
