@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.errors import StoreError
 from aggregator.models import Entry
 from aggregator.settings import SourceSettings
 from aggregator.store import PollWrite, Store
+from aggregator.store.database import to_db_time
 from aggregator.store.schema import LATEST
 
 NOW = datetime(2024, 5, 16, 6, 0, tzinfo=UTC)
@@ -199,3 +202,17 @@ def test_polls_stored_together_roll_back_one_at_a_time(store: Store) -> None:
             store.apply_poll(poll_write([stray]))
         store.apply_poll(poll_write([make_entry(3)]))
     assert sorted(e.entry.id for e in store.entries()) == ["e1", "e3"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, UTC, timezone(timedelta(hours=8)), None]),
+    )
+)
+def test_times_are_written_as_strftime_wrote_them(moment: datetime) -> None:
+    """to_db_time's fast path gives the very text of the strftime it replaced (stored rows
+    compare as text, old and new alike)."""
+    assert to_db_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -78,7 +78,12 @@ def to_db_time(value: datetime | None) -> str | None:
     """UTC, fixed width, so text order is time order."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if value.year < 1000:  # strftime does not pad the year to four digits: keep what it wrote
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The same text as that strftime, ~4x faster (a poll writes several per entry).
+    return value.isoformat(timespec="seconds")[:19] + "Z"
 
 
 def from_db_time(value: str | None) -> datetime | None:

@@ -127,15 +127,14 @@ class BandIndex:
         self._published[keys.fp_id] = keys.published
         if len(keys.signature) == _SIGNATURE.size:
             self._signatures[keys.fp_id] = _as_int(keys.signature)
-        postings = self._postings
+        postings, fp_id = self._postings, keys.fp_id
         for key in keys.band_keys:
-            found = postings.get(key)
-            if found is None:
-                postings[key] = keys.fp_id
-            elif isinstance(found, int):
-                postings[key] = [found, keys.fp_id]
+            found = postings.setdefault(key, fp_id)  # one lookup for a new key, the usual case
+            if type(found) is int:
+                if found != fp_id:
+                    postings[key] = [found, fp_id]
             else:
-                found.append(keys.fp_id)
+                found.append(fp_id)  # type: ignore[union-attr]
 
     def ranked(
         self, band_keys: Sequence[int], lo: int, hi: int, signature: Sequence[int] = ()
