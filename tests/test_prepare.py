@@ -224,3 +224,25 @@ def test_a_poll_with_nothing_to_read_starts_no_worker_process(
     finally:
         preparer.close()
         store.close()
+
+
+def test_worker_processes_are_forked_early_only_when_bodies_are_likely() -> None:
+    """A source that has a validator to send usually answers 304: a poll of such sources does
+    not fork (it starts worker processes at its first body, if any)."""
+    from aggregator.models import SourceState
+    from aggregator.update import _expect_bodies
+
+    sources = [
+        SourceSettings(id=f"s{n}", url=f"https://s{n}.example/", name="S") for n in range(12)
+    ]
+    fresh = {s.id: SourceState(s.id, s.url) for s in sources}
+    assert _expect_bodies(sources, fresh)
+    validated = {
+        s.id: SourceState(s.id, s.url, etag='"1"' if n % 2 else None, last_modified="x")
+        for n, s in enumerate(sources)
+    }
+    assert not _expect_bodies(sources, validated)
+    some = {**validated, **{s.id: fresh[s.id] for s in sources[: POOL_MIN_SOURCES - 1]}}
+    assert not _expect_bodies(sources, some)
+    more = {**validated, **{s.id: fresh[s.id] for s in sources[:POOL_MIN_SOURCES]}}
+    assert _expect_bodies(sources, more)
