@@ -74,3 +74,33 @@ def test_a_store_in_memory_has_no_checkpointer_to_run(tmp_path: Path) -> None:
         checkpointer.close()
     finally:
         store.close()
+
+
+def test_a_reader_in_the_way_delays_the_truncation_not_the_poll(tmp_path: Path) -> None:
+    """A reader holding an old snapshot (another process publishing, say) keeps the log from
+    being truncated; the writer waits only TRUNCATE_WAIT_MS for it, then goes on."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "aggregator.db"
+    store = Store(path)
+    reader = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        checkpointer = Checkpointer(store.conn, path)
+        checkpointer.TRUNCATE_BYTES = 1 << 20
+        fill(store, 10)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM filler").fetchone()  # holds its snapshot
+        fill(store, 2000, start=10)
+        started = time.monotonic()
+        checkpointer.after_commit()
+        assert time.monotonic() - started < 5  # not the 30 s busy timeout
+        assert log_size(path) > 1 << 20  # still there: the reader is in the way
+        assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        reader.execute("COMMIT")
+        checkpointer.after_commit()
+        assert log_size(path) == 0
+        checkpointer.close()
+    finally:
+        reader.close()
+        store.close()

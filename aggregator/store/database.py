@@ -106,6 +106,7 @@ class Checkpointer:
 
     DEFAULT_PAGES = 1000  # SQLite's default wal_autocheckpoint
     TRUNCATE_BYTES = 16 << 20
+    TRUNCATE_WAIT_MS = 20
 
     def __init__(self, writer: sqlite3.Connection, path: Path | str) -> None:
         self._writer = writer
@@ -129,7 +130,13 @@ class Checkpointer:
             return
         with contextlib.suppress(OSError, sqlite3.Error):
             if self._log.stat().st_size > self.TRUNCATE_BYTES:
-                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                # Truncating waits for readers to move on (another process publishing, say):
+                # briefly, then the poll goes on and tries again after its next transaction.
+                self._writer.execute(f"PRAGMA busy_timeout = {self.TRUNCATE_WAIT_MS}")
+                try:
+                    self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                finally:
+                    self._writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def close(self) -> None:
         """Close this connection and give the writer its automatic checkpoint back (call it on
