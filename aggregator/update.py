@@ -463,7 +463,7 @@ def assign_stories(
             item_bands,
             (item.canonical_url or "", *counterpart_urls(item.canonical_url, chinese=fp.chinese)),
             item.published,
-            fp.signature,
+            fp.signature if fp.packed is None else fp.packed.signature,  # packed: not packed again
         )
         for item, fp, item_bands in zip(items, fingerprints, bands, strict=True)
     ]
