@@ -35,7 +35,14 @@ from aggregator.models import (
     SourceState,
     UpdateReport,
 )
-from aggregator.prepare import POOL_MIN_SOURCES, Prepared, Preparer, prepare, story_fingerprint
+from aggregator.prepare import (
+    POOL_MIN_SOURCES,
+    Prepared,
+    Preparer,
+    few_collections,
+    prepare,
+    story_fingerprint,
+)
 from aggregator.process.dedupe import (
     Fingerprint,
     StoryItem,
@@ -95,7 +102,9 @@ def update(
     own = preparer is None
     preparer = preparer or Preparer()
     tagger = functools.cache(lambda: compile_rules(settings.tags))  # worker processes have theirs
-    try:
+    with few_collections(), contextlib.ExitStack() as cleanup:
+        if own:
+            cleanup.callback(preparer.close)
         if preparer.use_pool(settings, store.path, len(sources)) and _expect_bodies(
             sources, states
         ):
@@ -108,9 +117,6 @@ def update(
             outcomes = asyncio.run(_with_checkpoints(poll, checkpointer))
         finally:
             checkpointer.close()
-    finally:
-        if own:
-            preparer.close()
     return UpdateReport(tuple(outcomes))
 
 

@@ -246,3 +246,23 @@ def test_worker_processes_are_forked_early_only_when_bodies_are_likely() -> None
     assert not _expect_bodies(sources, some)
     more = {**validated, **{s.id: fresh[s.id] for s in sources[:POOL_MIN_SOURCES]}}
     assert _expect_bodies(sources, more)
+
+
+def test_a_poll_collects_cycles_less_often_and_puts_the_thresholds_back(
+    http_server: FeedServer, tmp_path: Path
+) -> None:
+    import gc
+
+    from aggregator.prepare import GC_THRESHOLD, few_collections
+
+    before = gc.get_threshold()
+    with few_collections():
+        assert gc.get_threshold() == (max(before[0], GC_THRESHOLD), *before[1:])
+    assert gc.get_threshold() == before
+    settings = settings_for(http_server, tmp_path)
+    store = Store(tmp_path / "aggregator.db")
+    try:
+        report = update(settings, store, FixedClock(NOW), force=True)
+        assert report.new > 0 and gc.get_threshold() == before
+    finally:
+        store.close()
