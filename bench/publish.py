@@ -216,7 +216,7 @@ def update_docs(table: list[str], repeats: int, files: int) -> None:
         "",
         f"Machine: {os.cpu_count()} CPUs, {memory:.1f} GiB memory, {platform.platform()};"
         f" Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f} at the end"
-        " (shared with other engineers' test runs).",
+        "; other jobs may share the machine.",
         "",
         *table,
         SECTION_END,

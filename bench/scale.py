@@ -623,7 +623,7 @@ def update_docs(lines: list[str], command: str, results: list[SizeResult]) -> No
         "",
         f"Machine: {os.cpu_count()} CPUs, {memory:.1f} GiB memory, {platform.platform()};"
         f" Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; load average"
-        f" {os.getloadavg()[0]:.1f} at the end (shared with other engineers' test runs).",
+        f" {os.getloadavg()[0]:.1f} at the end; other jobs may share the machine.",
         "",
         f"Stores: {sizes}.",
         "",
