@@ -107,6 +107,8 @@ class StoredEntry:
 
     entry: Entry
     source_name: str
+    # Its summary was cleaned by this version of the sanitizer when stored (not cleaned again).
+    sanitized: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from aggregator.process.dedupe import (
     counterpart_urls,
     fingerprint,
 )
+from aggregator.process.sanitize import SANITIZER_VERSION
 from aggregator.process.tag import Tagger, compile_rules
 from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
 from aggregator.settings import Settings, SourceSettings, StorySettings
@@ -516,6 +517,7 @@ def _poll_write(
         updates=plan.updates if plan else (),
         story_keys=stories.keys if stories else (),
         story_merges=stories.merges if stories else (),
+        sanitized_by=SANITIZER_VERSION,  # normalize_entry cleaned every summary
     )
 
 

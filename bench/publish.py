@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aggregator.models import Entry, StoredEntry, Story
+from aggregator.process.sanitize import clean_html
 from aggregator.publish import MANIFEST_FILE, PublishReport, SiteData, plan_archive, publish
 from aggregator.settings import PublishSettings, Settings
 from bench.docs_section import memory_gib, write_section
@@ -62,7 +63,10 @@ def make_story(n: int, tag: str) -> Story:
             link=f"https://news.example.org/{source}/{tag}/{n}{suffix}",
             canonical_url=None,
             title=f"香港與深圳科技合作 {tag} story {n}{suffix}: joint laboratory opens",
-            summary_html=f'<p>{summary}</p><p><a href="https://x.example/{n}" rel="noopener noreferrer">More</a></p>',
+            # As the store gives summaries back: cleaned when they were stored.
+            summary_html=clean_html(
+                f'<p>{summary}</p><p><a href="https://x.example/{n}">More</a></p>'
+            ),
             summary_text=summary,
             author=None,
             published=published,
@@ -71,7 +75,7 @@ def make_story(n: int, tag: str) -> Story:
             content_hash=f"{tag}:{n}{suffix}",
             tags=("hk-mainland-science", tag),
         )
-        return StoredEntry(entry=entry, source_name=f"Outlet {source}")
+        return StoredEntry(entry=entry, source_name=f"Outlet {source}", sanitized=True)
 
     lead = member("", "hksar", 0)
     others = (member("b", "scmp", -1), member("c", "rthk", -2)) if n % 3 == 0 else ()

@@ -32,6 +32,10 @@ URL_SCHEMES = frozenset({"http", "https", "mailto"})
 
 # Dropped with their content: code, embedded documents and raw-text elements whose text
 # would otherwise surface as literal markup ("<img src=...>" from a <noscript>).
+SANITIZER_VERSION = 1
+"""Bump it whenever what `clean_html` keeps changes: the store records which version cleaned each
+summary, and publishing cleans again every summary an other version cleaned."""
+
 DROPPED_WITH_CONTENT = frozenset(
     {
         "script", "style", "template", "iframe", "frame", "frameset", "object", "embed",

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from aggregator.checkpoints import checkpoint
 from aggregator.models import Entry, StoredEntry, Story
+from aggregator.process.sanitize import SANITIZER_VERSION
 from aggregator.process.stories import build_story
 from aggregator.store.database import content_changed, from_db_time, to_db_time, transaction
 from aggregator.store.sources import read_priorities, write_success_state
@@ -30,6 +31,9 @@ class PollWrite:
     updates: Sequence[Entry] = ()
     story_keys: Sequence[StoryKeys] = ()  # band keys and signatures of inserts and updates
     story_merges: Sequence[tuple[str, str]] = ()  # (story, into story), after the inserts
+    # The sanitizer version (sanitize.SANITIZER_VERSION) that cleaned the entries' summaries when
+    # they were read; 0 when unknown, so that publishing cleans them again.
+    sanitized_by: int = 0
 
 
 class EntriesStore:
@@ -39,9 +43,12 @@ class EntriesStore:
     def apply_poll(self, write: PollWrite) -> None:
         """Store new and changed entries and the source's new fetch state, all or nothing."""
         with transaction(self.conn) as conn:
-            conn.executemany(_INSERT_ENTRY, [_entry_row(e, write.at) for e in write.inserts])
+            version = write.sanitized_by
+            conn.executemany(
+                _INSERT_ENTRY, [_entry_row(e, write.at, version) for e in write.inserts]
+            )
             for entry in write.updates:
-                conn.execute(_UPDATE_ENTRY, _entry_row(entry, write.at))
+                conn.execute(_UPDATE_ENTRY, _entry_row(entry, write.at, version))
                 conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (entry.id,))
             _write_tags(conn, [*write.inserts, *write.updates])
             indexed = write_story_keys(conn, write.story_keys)
@@ -140,25 +147,31 @@ class EntriesStore:
             " FROM entries e JOIN sources s ON s.id = e.source_id " + clause
         )
         return [
-            StoredEntry(entry=_entry(row), source_name=row["source_name"] or row["source_id"])
+            StoredEntry(
+                entry=_entry(row),
+                source_name=row["source_name"] or row["source_id"],
+                sanitized=row["sanitized_by"] == SANITIZER_VERSION,
+            )
             for row in self.conn.execute(query, params)
         ]
 
 
 _ENTRY_COLUMNS = (
     "id, source_id, guid, link, canonical_url, title, summary_html, summary_text, author,"
-    " published, updated, first_seen, last_changed, content_hash, categories, story_id"
+    " published, updated, first_seen, last_changed, content_hash, categories, story_id,"
+    " sanitized_by"
 )
-_INSERT_ENTRY = f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 16)})"
+_INSERT_ENTRY = f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 17)})"
 # first_seen is kept: an edited entry is still the entry first seen back then.
 _UPDATE_ENTRY = (
     "UPDATE entries SET source_id = ?2, guid = ?3, link = ?4, canonical_url = ?5, title = ?6,"
     " summary_html = ?7, summary_text = ?8, author = ?9, published = ?10, updated = ?11,"
-    " last_changed = ?13, content_hash = ?14, categories = ?15, story_id = ?16 WHERE id = ?1"
+    " last_changed = ?13, content_hash = ?14, categories = ?15, story_id = ?16,"
+    " sanitized_by = ?17 WHERE id = ?1"
 )
 
 
-def _entry_row(entry: Entry, at: datetime) -> tuple[object, ...]:
+def _entry_row(entry: Entry, at: datetime, sanitized_by: int) -> tuple[object, ...]:
     return (
         entry.id,
         entry.source_id,
@@ -176,6 +189,7 @@ def _entry_row(entry: Entry, at: datetime) -> tuple[object, ...]:
         entry.content_hash,
         json.dumps(list(entry.categories), ensure_ascii=False),
         entry.story_id or entry.id,
+        sanitized_by,
     )
 
 

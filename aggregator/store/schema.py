@@ -273,6 +273,12 @@ def _v10_content_version_by_the_writers(conn: sqlite3.Connection) -> None:
         conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
 
 
+def _v11_sanitizer_version(conn: sqlite3.Connection) -> None:
+    """Which version of the sanitizer cleaned each entry's summary (0: unknown, as for every
+    entry stored before): publishing skips cleaning again what the current one cleaned."""
+    conn.execute("ALTER TABLE entries ADD COLUMN sanitized_by INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_initial,
     2: _v2_stories,
@@ -284,6 +290,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     8: _v8_band_keys_on_the_fingerprint,
     9: _v9_content_version,
     10: _v10_content_version_by_the_writers,
+    11: _v11_sanitizer_version,
 }
 LATEST = max(MIGRATIONS)
 
