@@ -244,7 +244,9 @@ def _write(
     conn: sqlite3.Connection, entries: list[Entry], real_from: datetime, rng: random.Random
 ) -> None:
     """Entries, their tags and their story keys: real fingerprints from `real_from` on."""
-    conn.executemany(_INSERT_ENTRY, [_entry_row(e, e.first_seen) for e in entries])
+    # Sanitizer version 0: these summaries were not made by clean_html, so publishing cleans
+    # them again, as it does what an older version stored.
+    conn.executemany(_INSERT_ENTRY, [_entry_row(e, e.first_seen, 0) for e in entries])
     conn.executemany(
         "INSERT INTO entry_tags (entry_id, tag, published) VALUES (?, ?, ?)",
         [(e.id, tag, to_db_time(e.published)) for e in entries for tag in e.tags],
