@@ -185,14 +185,14 @@ def unpack_fingerprint(
         shingles=frozenset(unpack_values(packed.shingles)),
         signature=unpack_values(packed.signature),
         title_numbers=frozenset(packed.title_numbers.split()),
-        dates=frozenset(map(_month_day, packed.dates.split())),
+        dates=frozenset(map(month_day, packed.dates.split())),
         release=release,
         chinese=chinese,
         packed=packed,
     )
 
 
-def _month_day(text: str) -> tuple[int, int]:
+def month_day(text: str) -> tuple[int, int]:
     """(5, 16) from "5-16"."""
     month, _, day = text.partition("-")
     return int(month), int(day)

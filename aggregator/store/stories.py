@@ -24,7 +24,11 @@ from aggregator.process.dedupe import (
     band_keys,
     fingerprint,
     has_chinese,
+    month_day,
+    pack_fingerprint,
+    pack_values,
     release_of,
+    unpack_values,
 )
 from aggregator.store.database import content_changed, from_db_time, to_db_time
 
@@ -117,7 +121,7 @@ class BandIndex:
             )
             for fp_id, published, bands, signature in rows:
                 if fp_id not in self._published:
-                    self._add(IndexedKeys(fp_id, published, _unpack(bands), signature))
+                    self._add(IndexedKeys(fp_id, published, unpack_values(bands), signature))
             self._days.update(range(first, last + 1))
 
     def add(self, keys: IndexedKeys) -> None:
@@ -252,7 +256,7 @@ def write_story_keys(conn: sqlite3.Connection, keys: Iterable[StoryKeys]) -> lis
     written: list[IndexedKeys] = []
     for item in keys:
         packed = item.fingerprint.packed_form()  # made by the worker process, usually
-        bands = item.band_keys if item.band_keys is not None else _unpack(packed.bands)
+        bands = item.band_keys if item.band_keys is not None else unpack_values(packed.bands)
         published = _epoch(item.published)
         cursor = conn.execute(  # replaces the entry's old fingerprint (unique entry_id)
             "INSERT OR REPLACE INTO entry_signatures"
@@ -295,17 +299,11 @@ def rebuild_story_keys(conn: sqlite3.Connection) -> int:
     cursor = conn.execute(query)
     while rows := cursor.fetchmany(1000):
         for entry_id, title, lead, url in rows:
-            fp = fingerprint(title, lead or "", url)
+            packed = pack_fingerprint(fingerprint(title, lead or "", url))
             conn.execute(
                 "INSERT INTO entry_signatures (entry_id, signature, shingles, title_numbers, dates)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (
-                    entry_id,
-                    _pack(fp.signature),
-                    _pack(sorted(fp.shingles)),
-                    " ".join(sorted(fp.title_numbers)),
-                    " ".join(f"{m}-{d}" for m, d in sorted(fp.dates)),
-                ),
+                (entry_id, packed.signature, packed.shingles, packed.title_numbers, packed.dates),
             )
         count += len(rows)
     return count
@@ -320,7 +318,7 @@ def fill_band_keys(conn: sqlite3.Connection) -> None:
     conn.executemany(
         "UPDATE entry_signatures SET bands = ?, published = ? WHERE fp_id = ?",
         [
-            (_pack(band_keys(_unpack(signature))), _epoch(_db_time(published)), fp_id)
+            (pack_values(band_keys(unpack_values(signature))), _epoch(_db_time(published)), fp_id)
             for fp_id, signature, published in rows
         ],
     )
@@ -525,10 +523,10 @@ def _stored_candidate(row: _CandidateRow) -> StoryItem:
         story_id=story_id,
         story_sources=_sources(members),
         fingerprint=Fingerprint(
-            shingles=frozenset(_unpack(shingles)),
-            signature=_unpack(signature),
+            shingles=frozenset(unpack_values(shingles)),
+            signature=unpack_values(signature),
             title_numbers=frozenset(numbers.split()),
-            dates=frozenset(_date(d) for d in dates.split()) if dates else frozenset(),
+            dates=frozenset(map(month_day, dates.split())),
             release=release_of(url),
             chinese=has_chinese(title),
         ),
@@ -540,12 +538,6 @@ def _sources(members: str | None) -> frozenset[str]:
     return frozenset() if members is None else frozenset(members.split(","))
 
 
-def _date(text: str) -> tuple[int, int]:
-    """(5, 16) from "5-16"."""
-    month, _, day = text.partition("-")
-    return int(month), int(day)
-
-
 def _db_time(text: str) -> datetime:
     when = from_db_time(text)
     assert when is not None
@@ -555,11 +547,3 @@ def _db_time(text: str) -> datetime:
 def _epoch(when: datetime) -> int:
     """Seconds since 1970 (UTC): a 4-byte integer in the band index, where text took 20."""
     return int(when.astimezone(UTC).timestamp())
-
-
-def _pack(values: Sequence[int]) -> bytes:
-    return struct.pack(f"<{len(values)}I", *values)
-
-
-def _unpack(blob: bytes) -> tuple[int, ...]:
-    return struct.unpack(f"<{len(blob) // 4}I", blob)
