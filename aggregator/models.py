@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -79,6 +80,14 @@ class Entry:
     categories: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     story_id: str | None = None  # the story this entry belongs to; None: its own (= id)
+
+    def __reduce__(self) -> tuple[type[Entry], tuple[object, ...]]:
+        # Rebuilt by its constructor: ~30% cheaper to send from a worker process than through
+        # dataclass's state functions (written in Python).
+        return Entry, tuple(getattr(self, name) for name in _ENTRY_FIELDS)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(Entry))
 
 
 @dataclass(frozen=True, slots=True)

@@ -609,7 +609,14 @@ def test_a_score_equal_to_the_threshold_is_enough() -> None:
     hksar_fp = fingerprint(HKSAR.title, HKSAR.lead, None)
 
     def with_shingles(story_item: StoryItem, hashes: set[int]) -> StoryItem:
-        fp = dataclasses.replace(hksar_fp, shingles=frozenset(hashes))
+        fp = Fingerprint(
+            shingles=frozenset(hashes),
+            signature=hksar_fp.signature,
+            title_numbers=hksar_fp.title_numbers,
+            dates=hksar_fp.dates,
+            release=hksar_fp.release,
+            chinese=hksar_fp.chinese,
+        )
         return dataclasses.replace(story_item, fingerprint=fp)
 
     new = with_shingles(SCMP, {1, 2})
@@ -667,3 +674,25 @@ def test_a_fingerprint_crosses_between_processes_packed_and_unchanged(
     assert packed.bands == struct.pack(f"<{len(fp.band_keys)}I", *fp.band_keys)
     assert packed.title_numbers == " ".join(sorted(fp.title_numbers))
     assert packed.dates == " ".join(f"{m}-{d}" for m, d in sorted(fp.dates))
+    assert arrived.shingle_count == len(fp.shingles)
+    assert hash(arrived) == hash(fp)
+
+
+def test_an_unpacked_fingerprint_is_compared_as_its_values() -> None:
+    """A fingerprint unpacked on first use compares, hashes and matches like the one it packs:
+    the same story is chosen with either on either side."""
+    fp = dedupe.fingerprint(HKSAR.title, HKSAR.lead, None)
+    later = dedupe.unpack_fingerprint(dedupe.pack_fingerprint(fp), fp.release, fp.chinese)
+    assert later.shingle_count == len(fp.shingles) > 0
+    assert later == fp and fp == later and hash(later) == hash(fp)
+    assert later != dedupe.fingerprint(SCMP.title, SCMP.lead, None)
+    assert (later == "not a fingerprint") is False
+    assert repr(later) == repr(fp)
+    stored = dataclasses.replace(HKSAR, entry_id="stored", source_id="other", story_id="s1")
+    for new_fp, stored_fp in [(fp, later), (later, fp)]:
+        match = choose_story(
+            dataclasses.replace(HKSAR, entry_id="new"),
+            [dataclasses.replace(stored, fingerprint=stored_fp)],
+            new_fingerprint=new_fp,
+        )
+        assert match is not None and (match.story_id, match.score) == ("s1", 1.0)

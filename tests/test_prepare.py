@@ -266,3 +266,21 @@ def test_a_poll_collects_cycles_less_often_and_puts_the_thresholds_back(
         assert report.new > 0 and gc.get_threshold() == before
     finally:
         store.close()
+
+
+def test_an_entry_crosses_between_processes_unchanged() -> None:
+    """Entries are sent by their constructor's arguments: every field arrives, none is mixed up."""
+    import pickle
+
+    from aggregator.models import Entry
+
+    entry = Entry(
+        id="e1", source_id="s1", guid="g", link="https://a.example/1",
+        canonical_url="https://a.example/1?x", title="標題", summary_html="<p>x</p>",
+        summary_text="x", author="A", published=NOW, updated=NOW.replace(hour=13),
+        first_seen=NOW.replace(hour=14), content_hash="h", categories=("c1", "c2"),
+        tags=("gba",), story_id="st",
+    )  # fmt: skip
+    arrived = pickle.loads(pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
+    assert arrived == entry and type(arrived) is Entry
+    assert replace(entry, story_id=None) != entry  # every field counts in the comparison

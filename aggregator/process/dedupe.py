@@ -27,7 +27,7 @@ import unicodedata
 import zlib
 from array import array
 from collections.abc import Callable, Hashable, Iterable, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from itertools import chain, compress
@@ -139,19 +139,98 @@ class PackedFingerprint:
     title_numbers: str  # space-separated, sorted
     dates: str  # "5-16 5-17": month-day, sorted
 
+    def __reduce__(self) -> tuple[Callable[..., PackedFingerprint], tuple[object, ...]]:
+        # Rebuilt by its constructor, not by dataclass's state functions (written in Python).
+        return PackedFingerprint, (
+            self.signature, self.shingles, self.bands, self.title_numbers, self.dates
+        )  # fmt: skip
 
-@dataclass(frozen=True, slots=True)
+
 class Fingerprint:
-    """What story matching compares about one entry."""
+    """What story matching compares about one entry.
 
-    shingles: frozenset[int]  # shingle hashes (CRC-32 of each shingle): the exact Jaccard
-    signature: tuple[int, ...]  # NUM_HASHES MinHash values, each below 2**26
-    title_numbers: frozenset[str]
-    dates: frozenset[tuple[int, int]]  # (month, day) mentioned in the title or the lead
-    release: Release | None
-    chinese: bool  # the title is written in Chinese
-    # The same values packed, when made already (a fingerprint from another process).
-    packed: PackedFingerprint | None = field(default=None, compare=False, repr=False)
+    Made from its values, or from their packed form (`unpacked_later`: a fingerprint from a
+    worker process or from the store), each value then unpacked on its first use. Most entries
+    of a poll are compared with no candidate, or with few, so most sets of shingles are never
+    built: a set of ~160 hashes costs ~30 µs to build in a process holding thousands.
+    """
+
+    __slots__ = (
+        "_dates",
+        "_shingles",
+        "_signature",
+        "_title_numbers",
+        "chinese",
+        "packed",
+        "release",
+    )
+
+    def __init__(
+        self,
+        shingles: frozenset[int],  # shingle hashes (CRC-32 of each shingle): the exact Jaccard
+        signature: tuple[int, ...],  # NUM_HASHES MinHash values, each below 2**26
+        title_numbers: frozenset[str],
+        dates: frozenset[tuple[int, int]],  # (month, day) mentioned in the title or the lead
+        release: Release | None,
+        chinese: bool,  # the title is written in Chinese
+        packed: PackedFingerprint | None = None,  # the same values packed, when made already
+    ) -> None:
+        self._shingles: frozenset[int] | bytes = shingles
+        self._signature: tuple[int, ...] | bytes = signature
+        self._title_numbers: frozenset[str] | str = title_numbers
+        self._dates: frozenset[tuple[int, int]] | str = dates
+        self.release = release
+        self.chinese = chinese
+        self.packed = packed
+
+    @classmethod
+    def unpacked_later(
+        cls,
+        *,
+        signature: bytes,
+        shingles: bytes,
+        title_numbers: str,
+        dates: str,
+        release: Release | None,
+        chinese: bool,
+        packed: PackedFingerprint | None = None,
+    ) -> Fingerprint:
+        """A fingerprint from its values as `PackedFingerprint` holds them."""
+        fp = cls.__new__(cls)
+        fp._shingles, fp._signature = shingles, signature
+        fp._title_numbers, fp._dates = title_numbers, dates
+        fp.release, fp.chinese, fp.packed = release, chinese, packed
+        return fp
+
+    @property
+    def shingles(self) -> frozenset[int]:
+        if isinstance(self._shingles, bytes):
+            self._shingles = frozenset(_array_of_values(self._shingles))
+        return self._shingles
+
+    @property
+    def shingle_count(self) -> int:
+        """len(shingles), without building the set."""
+        packed = self._shingles
+        return len(packed) // 4 if isinstance(packed, bytes) else len(packed)
+
+    @property
+    def signature(self) -> tuple[int, ...]:
+        if isinstance(self._signature, bytes):
+            self._signature = unpack_values(self._signature)
+        return self._signature
+
+    @property
+    def title_numbers(self) -> frozenset[str]:
+        if isinstance(self._title_numbers, str):
+            self._title_numbers = frozenset(self._title_numbers.split())
+        return self._title_numbers
+
+    @property
+    def dates(self) -> frozenset[tuple[int, int]]:
+        if isinstance(self._dates, str):
+            self._dates = frozenset(map(month_day, self._dates.split()))
+        return self._dates
 
     @property
     def band_keys(self) -> tuple[int, ...]:
@@ -161,6 +240,25 @@ class Fingerprint:
 
     def packed_form(self) -> PackedFingerprint:
         return self.packed if self.packed is not None else pack_fingerprint(self)
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.shingles, self.signature, self.title_numbers, self.dates, self.release,
+                self.chinese)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fingerprint):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (
+            f"Fingerprint(shingles={self.shingles!r}, signature={self.signature!r}, "
+            f"title_numbers={self.title_numbers!r}, dates={self.dates!r}, "
+            f"release={self.release!r}, chinese={self.chinese!r})"
+        )
 
     def __reduce__(self) -> tuple[Callable[..., Fingerprint], tuple[object, ...]]:
         # Sent packed (packing is done by the sender, a worker process); the receiver keeps the
@@ -181,11 +279,11 @@ def pack_fingerprint(fp: Fingerprint) -> PackedFingerprint:
 def unpack_fingerprint(
     packed: PackedFingerprint, release: Release | None, chinese: bool
 ) -> Fingerprint:
-    return Fingerprint(
-        shingles=frozenset(unpack_values(packed.shingles)),
-        signature=unpack_values(packed.signature),
-        title_numbers=frozenset(packed.title_numbers.split()),
-        dates=frozenset(map(month_day, packed.dates.split())),
+    return Fingerprint.unpacked_later(
+        signature=packed.signature,
+        shingles=packed.shingles,
+        title_numbers=packed.title_numbers,
+        dates=packed.dates,
         release=release,
         chinese=chinese,
         packed=packed,
@@ -204,7 +302,12 @@ def pack_values(values: Sequence[int]) -> bytes:
 
 
 def unpack_values(blob: bytes) -> tuple[int, ...]:
-    return struct.unpack(f"<{len(blob) // 4}I", blob)
+    return tuple(_array_of_values(blob))
+
+
+def _array_of_values(blob: bytes) -> array[int]:
+    # Not struct.unpack: its format, one per length, would miss struct's small cache of them.
+    return _bytes_to_lanes(blob, _U32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -654,8 +757,7 @@ def _most_similar(
     shingles.
     """
     best: StoryMatch | None = None
-    shingles = new_fp.shingles
-    size = len(shingles)
+    size = new_fp.shingle_count
     for other in ordered:
         if other.entry_id == new.entry_id or other.story_id is None:
             continue
@@ -664,13 +766,13 @@ def _most_similar(
         if abs(new.published - other.published) > window:
             continue
         other_fp = other.fingerprint or fingerprint(other.title, other.lead, other.canonical_url)
-        other_size = len(other_fp.shingles)
+        other_size = other_fp.shingle_count
         bound = min(size, other_size) / max(size, other_size, 1)  # the score is at most this
         if bound < threshold or (best is not None and bound <= best.score):
             continue
         if _conflict(new, new_fp, other, other_fp) is not None:
             continue
-        score = jaccard(shingles, other_fp.shingles)
+        score = jaccard(new_fp.shingles, other_fp.shingles)
         if score < threshold or (best is not None and score <= best.score):
             continue
         best = StoryMatch(other.story_id, "similar", round(score, 3), other.entry_id)
