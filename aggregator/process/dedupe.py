@@ -271,8 +271,8 @@ def pack_fingerprint(fp: Fingerprint) -> PackedFingerprint:
         signature=pack_values(fp.signature),
         shingles=pack_values(sorted(fp.shingles)),
         bands=pack_values(band_keys(fp.signature)),
-        title_numbers=" ".join(sorted(fp.title_numbers)),
-        dates=" ".join(f"{month}-{day}" for month, day in sorted(fp.dates)),
+        title_numbers=numbers_text(fp.title_numbers),
+        dates=dates_text(fp.dates),
     )
 
 
@@ -288,6 +288,16 @@ def unpack_fingerprint(
         chinese=chinese,
         packed=packed,
     )
+
+
+def numbers_text(numbers: Iterable[str]) -> str:
+    """The packed form of title numbers: space-separated, sorted."""
+    return " ".join(sorted(numbers))
+
+
+def dates_text(dates: Iterable[tuple[int, int]]) -> str:
+    """The packed form of dates: "5-16 5-17", sorted (`month_day` reads one back)."""
+    return " ".join(f"{month}-{day}" for month, day in sorted(dates))
 
 
 def month_day(text: str) -> tuple[int, int]:
@@ -338,8 +348,7 @@ class StoryMatch:
 
 def fingerprint(title: str, lead: str, canonical_url: str | None) -> Fingerprint:
     """The fingerprint of an entry from its title, plain-text summary and canonical URL."""
-    title_text = _normal(title)
-    text = title_text + "\n" + _normal(lead[:LEAD_CHARS])
+    title_text, text = normal_texts(title, lead)
     hashes = frozenset(_shingle_crcs(text))
     return Fingerprint(
         shingles=hashes,
@@ -349,6 +358,12 @@ def fingerprint(title: str, lead: str, canonical_url: str | None) -> Fingerprint
         release=release_of(canonical_url),
         chinese=has_chinese(title),
     )
+
+
+def normal_texts(title: str, lead: str) -> tuple[str, str]:
+    """The normalized title, and what is shingled: it and the start of the lead."""
+    title_text = _normal(title)
+    return title_text, title_text + "\n" + _normal(lead[:LEAD_CHARS])
 
 
 def shingles(text: str) -> frozenset[str]:
@@ -369,12 +384,17 @@ def shingles(text: str) -> frozenset[str]:
 def _shingle_crcs(text: str) -> list[int]:
     """`shingle_hashes(shingles(text))` as a list (it may repeat a hash), computed faster: the
     hashes of a word are cached, and CJK bigrams are hashed from the UTF-8 of all runs at once."""
-    crcs = list(chain.from_iterable(map(_word_crcs, set(_LATIN_WORD.findall(text)))))
+    crcs = _latin_word_crcs(text)
     runs, joined, in_run = _cjk_runs(text)
     if runs:
         crcs += _bigram_crcs(joined, in_run)
         crcs += map(zlib.crc32, map(str.encode, [run for run in runs if len(run) == 1]))
     return crcs
+
+
+def _latin_word_crcs(text: str) -> list[int]:
+    """The hashes of the Latin-script shingles of `text` (it may repeat a hash)."""
+    return list(chain.from_iterable(map(_word_crcs, set(_LATIN_WORD.findall(text)))))
 
 
 def _cjk_runs(text: str) -> tuple[list[str], str, bytes]:
