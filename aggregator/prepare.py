@@ -30,7 +30,14 @@ from aggregator.errors import ParseError
 from aggregator.models import Entry, FetchResult, ParsedFeed
 from aggregator.parse.feeds import parse_feed
 from aggregator.parse.pages import parse_page
-from aggregator.process.dedupe import Fingerprint, fingerprint
+from aggregator.process.dedupe import (
+    Fingerprint,
+    fingerprint,
+    has_chinese,
+    release_of,
+    unpack_fingerprint,
+)
+from aggregator.process.fingerprints import packed_fingerprints
 from aggregator.process.normalize import normalize_entry
 from aggregator.process.tag import Tagger, compile_rules
 from aggregator.settings import Settings, SourceSettings, TagRule
@@ -75,10 +82,11 @@ def prepare(
         for p in feed.entries
     )
     stored = stored_hashes([e.id for e in entries])
-    fingerprints: dict[str, Fingerprint] = {}
+    changed: dict[str, Entry] = {}  # the first entry of each id that is not stored as it is
     for entry in entries:
-        if entry.id not in fingerprints and stored.get(entry.id) != entry.content_hash:
-            fingerprints[entry.id] = story_fingerprint(entry)
+        if entry.id not in changed and stored.get(entry.id) != entry.content_hash:
+            changed[entry.id] = entry
+    fingerprints = dict(zip(changed, story_fingerprints(list(changed.values())), strict=True))
     return Prepared(entries, fingerprints)
 
 
@@ -97,6 +105,15 @@ def parse(source: SourceSettings, result: FetchResult, timezone: str) -> ParsedF
 
 def story_fingerprint(entry: Entry) -> Fingerprint:
     return fingerprint(entry.title, entry.summary_text, entry.canonical_url)
+
+
+def story_fingerprints(entries: Sequence[Entry]) -> list[Fingerprint]:
+    """`story_fingerprint` of each entry, computed together (one feed's: ~2.3x cheaper)."""
+    packed = packed_fingerprints([(e.title, e.summary_text, e.canonical_url) for e in entries])
+    return [
+        unpack_fingerprint(p, release_of(e.canonical_url), has_chinese(e.title))
+        for p, e in zip(packed, entries, strict=True)
+    ]
 
 
 def _tagged(tagger: Tagger, source: SourceSettings, entry: Entry) -> Entry:
