@@ -3,6 +3,7 @@ server, `retag` and `entries --json` through the command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
@@ -17,7 +18,14 @@ from aggregator.models import Entry
 from aggregator.process.dedupe import fingerprint
 from aggregator.settings import SourceSettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.stories import CandidateQuery, StoryKeys, _as_int, _equal_values
+from aggregator.store.database import transaction
+from aggregator.store.stories import (
+    CandidateQuery,
+    StoryKeys,
+    _as_int,
+    _equal_values,
+    write_story_keys,
+)
 from tests.feedmaker import Item, rss
 from tests.servers import FeedServer, Response
 
@@ -330,6 +338,37 @@ def test_the_band_index_follows_the_window_and_other_writers(store: Store) -> No
     unrelated = fingerprint("Visitor arrivals in April rose on the Mainland", "", None)
     far_query = CandidateQuery("new", fp.band_keys, [], NOW, unrelated.signature)
     assert store.story_candidates([far_query], week) == [[]]
+
+
+def test_a_fingerprint_written_again_replaces_the_old_one_under_the_next_fp_id(
+    store: Store,
+) -> None:
+    """fp ids are given as SQLite gave them to INSERT OR REPLACE: max + 1, max + 2, ..., a
+    re-fingerprinted entry too (its old row goes); the band index holds the new id."""
+    title = "Hong Kong and Shenzhen sign research funding arrangement"
+    first, second = entry(1, NOW, title=title), entry(2, NOW, title="Visitor arrivals in April")
+    poll = PollWrite("s1", NOW, 200, None, None, NOW, [first, second], [], [keys_of(first), keys_of(second)])  # fmt: skip
+    store.apply_poll(poll)
+    query = CandidateQuery("new", fingerprint(title, "", None).band_keys, [], NOW)
+    store.story_candidates([query], timedelta(days=7))  # reads today into the band index
+    edited = dataclasses.replace(first, title=title + " today", content_hash="h1b")
+    store.apply_poll(PollWrite("s1", NOW, 200, None, None, NOW, [], [edited], [keys_of(edited)]))
+    rows = store.conn.execute("SELECT entry_id, fp_id FROM entry_signatures ORDER BY fp_id")
+    assert [tuple(row) for row in rows] == [("e2", 2), ("e1", 3)]
+    [found] = store.story_candidates([query], timedelta(days=7))
+    assert [c.entry_id for c in found] == ["e1"]
+    assert found[0].fingerprint == keys_of(edited).fingerprint  # the new one, under fp id 3
+    assert 3 in store.band_index._published
+    # One entry twice in one write: the last wins, as with OR REPLACE.
+    again = dataclasses.replace(edited, title="Visitor arrivals in May")
+    with transaction(store.conn) as conn:
+        written = write_story_keys(conn, [keys_of(edited), keys_of(again)])
+    assert [w.fp_id for w in written] == [4, 5]
+    rows = store.conn.execute("SELECT entry_id, fp_id, signature FROM entry_signatures")
+    assert sorted(tuple(row) for row in rows) == [
+        ("e1", 5, keys_of(again).fingerprint.packed_form().signature),
+        ("e2", 2, keys_of(second).fingerprint.packed_form().signature),
+    ]
 
 
 def test_signature_values_are_compared_as_one_integer() -> None:

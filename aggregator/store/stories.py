@@ -251,28 +251,36 @@ def _runs(days: Sequence[int]) -> Iterator[tuple[int, int]]:
 
 def write_story_keys(conn: sqlite3.Connection, keys: Iterable[StoryKeys]) -> list[IndexedKeys]:
     """Replace the fingerprint of these entries (inside the caller's transaction); returns what
-    the band index should hold of them once the transaction is committed."""
+    the band index should hold of them once the transaction is committed.
+
+    As INSERT OR REPLACE would, but cheaper: with foreign keys on, SQLite checks each row's
+    constraints twice for OR REPLACE (~4 µs a row, a quarter of the write), so the replaced
+    rows are deleted first and the new ones inserted plainly. The fp ids are the ones SQLite
+    would choose, given here so that one statement writes every row: max + 1, max + 2, ...
+    (the caller's transaction is the only writer), a replaced fingerprint's entry too."""
+    rows: dict[str, tuple[object, ...]] = {}  # by entry id: the last wins, as with OR REPLACE
     written: list[IndexedKeys] = []
-    for item in keys:
+    (last,) = conn.execute("SELECT max(fp_id) FROM entry_signatures").fetchone()
+    for fp_id, item in enumerate(keys, start=(last or 0) + 1):
         packed = item.fingerprint.packed_form()  # made by the worker process, usually
         bands = item.band_keys if item.band_keys is not None else unpack_values(packed.bands)
         published = _epoch(item.published)
-        cursor = conn.execute(  # replaces the entry's old fingerprint (unique entry_id)
-            "INSERT OR REPLACE INTO entry_signatures"
-            " (entry_id, signature, shingles, title_numbers, dates, published, bands)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                item.entry_id,
-                packed.signature,
-                packed.shingles,
-                packed.title_numbers,
-                packed.dates,
-                published,
-                packed.bands,
-            ),
+        rows.pop(item.entry_id, None)
+        rows[item.entry_id] = (
+            fp_id, item.entry_id, packed.signature, packed.shingles, packed.title_numbers,
+            packed.dates, published, packed.bands,
+        )  # fmt: skip
+        written.append(IndexedKeys(fp_id, published, bands, packed.signature))
+    if rows:
+        conn.execute(
+            "DELETE FROM entry_signatures WHERE entry_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(rows)),),
         )
-        assert cursor.lastrowid is not None
-        written.append(IndexedKeys(cursor.lastrowid, published, bands, packed.signature))
+        conn.executemany(
+            "INSERT INTO entry_signatures (fp_id, entry_id, signature, shingles, title_numbers,"
+            " dates, published, bands) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            list(rows.values()),  # in fp id order: a replaced key went to the end
+        )
     return written
 
 
