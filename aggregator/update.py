@@ -55,7 +55,7 @@ from aggregator.process.tag import Tagger, compile_rules
 from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
 from aggregator.settings import Settings, SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.database import Checkpointer, transaction
+from aggregator.store.database import Checkpointer, savepoints_in_memory, transaction
 from aggregator.store.sources import SourceFailure
 from aggregator.store.stories import CandidateQuery, StoryKeys
 
@@ -106,6 +106,7 @@ def update(
     with few_collections(), contextlib.ExitStack() as cleanup:
         if own:
             cleanup.callback(preparer.close)
+        cleanup.enter_context(savepoints_in_memory(store.conn))
         if preparer.use_pool(settings, store.path, len(sources)) and _expect_bodies(
             sources, states
         ):

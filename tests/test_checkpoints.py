@@ -1,13 +1,18 @@
-"""The write-ahead log during a poll: copied on a connection of its own, truncated by the
-writer between its transactions, and the writer's automatic checkpoint back afterwards."""
+"""The writer's files during a poll: the write-ahead log copied on a connection of its own,
+truncated by the writer between its transactions, the writer's automatic checkpoint back
+afterwards; the savepoints' undo data in memory meanwhile."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
+
 from aggregator.clock import FixedClock
+from aggregator.models import SourceOutcome
 from aggregator.store import Store
-from aggregator.store.database import Checkpointer, transaction
+from aggregator.store.database import Checkpointer, savepoints_in_memory, transaction
 from aggregator.update import update
 from tests.servers import FeedServer
 from tests.test_prepare import NOW, settings_for
@@ -103,4 +108,52 @@ def test_a_reader_in_the_way_delays_the_truncation_not_the_poll(tmp_path: Path) 
         checkpointer.close()
     finally:
         reader.close()
+        store.close()
+
+
+def temp_files() -> list[str]:
+    """SQLite's temporary files this process holds open (unlinked, named etilqs_*)."""
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if "etilqs_" in target:
+            found.append(target)
+    return found
+
+
+def undo_a_savepoint_changing_many_pages(store: Store) -> list[str]:
+    """Open a savepoint over existing pages, change ~8 MB of them, and say which temporary
+    files are open meanwhile."""
+    with transaction(store.conn) as conn, transaction(conn):
+        conn.execute("UPDATE filler SET body = zeroblob(4001)")
+        return temp_files()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+def test_a_poll_keeps_savepoint_undo_data_in_memory_then_puts_the_setting_back(
+    http_server: FeedServer, tmp_path: Path
+) -> None:
+    settings = settings_for(http_server, tmp_path)
+    store = Store(tmp_path / "aggregator.db")
+    try:
+        fill(store, 2000)
+        if not undo_a_savepoint_changing_many_pages(store):
+            pytest.skip("this SQLite keeps temporary files in memory anyway")
+        with savepoints_in_memory(store.conn):
+            assert undo_a_savepoint_changing_many_pages(store) == []
+        assert store.conn.execute("PRAGMA temp_store").fetchone()[0] == 0
+        during: list[int] = []
+
+        def look(outcome: SourceOutcome) -> None:
+            during.append(store.conn.execute("PRAGMA temp_store").fetchone()[0])
+
+        report = update(settings, store, FixedClock(NOW), force=True, on_outcome=look)
+        assert report.new > 0 and not report.failed
+        assert set(during) == {2}  # MEMORY
+        assert store.conn.execute("PRAGMA temp_store").fetchone()[0] == 0
+    finally:
         store.close()
