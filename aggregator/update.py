@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +56,7 @@ from aggregator.process.tag import Tagger, compile_rules
 from aggregator.schedule import due_sources, next_poll_after_failure, next_poll_after_success
 from aggregator.settings import Settings, SourceSettings, StorySettings
 from aggregator.store import PollWrite, Store
-from aggregator.store.database import Checkpointer, savepoints_in_memory, transaction
+from aggregator.store.database import Checkpointer, begin, savepoints_in_memory
 from aggregator.store.sources import SourceFailure
 from aggregator.store.stories import CandidateQuery, StoryKeys
 
@@ -68,6 +69,7 @@ STATE_BATCH_SIZE = 200  # source rows per transaction for 304s and failures
 STATE_BATCH_SECONDS = 1.0  # ... or as old as this, whichever comes first
 MIN_IN_FLIGHT = 64  # sources fetched but not yet stored, at least (see `_poll`)
 WRITE_BATCH_SOURCES = 50  # sources stored in one transaction, at most
+COMMIT_SECONDS = 0.25  # ... and its age when more sources are yet to come, at most
 CHECKPOINT_SECONDS = 0.5  # of storing, between two checkpoints on the checkpoint thread
 
 
@@ -187,7 +189,8 @@ async def _poll(
         # loop keeps fetching; bodies are read in the preparer's processes, or on that thread too.
         batch = StateBatch(store)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-store") as worker:
-            writer = _Writer(worker, checkpointer)
+            group = _GroupTransaction(store, checkpointer)
+            writer = _Writer(worker, group, len(sources))
 
             async def read(source: SourceSettings, result: FetchResult) -> Prepared:
                 try:
@@ -211,19 +214,23 @@ async def _poll(
                     args: ProcessArgs
                     if isinstance(result, FetchError) or result.not_modified:
                         args = (settings, store, clock, batch, source, state, result, None)
-                        outcome = await writer.store(args)
+                        committed = await writer.write(args)
                     else:
                         async with reading:
                             prepared = await read(source, result)
                             args = (settings, store, clock, batch, source, state, result, prepared)
-                            outcome = await writer.store(args)
+                            committed = await writer.write(args)
+                outcome = await committed
                 outcome = dataclasses.replace(outcome, duration=time.perf_counter() - started)
                 outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
 
-            await asyncio.gather(*(poll_one(s) for s in sources))
-            await loop.run_in_executor(worker, batch.flush)
+            try:
+                await asyncio.gather(*(poll_one(s) for s in sources))
+                await loop.run_in_executor(worker, batch.flush)
+            finally:
+                worker.submit(group.abandon)  # after what is queued; nothing to do normally
     order = {s.id: i for i, s in enumerate(sources)}
     return sorted(outcomes, key=lambda o: order[o.source_id])
 
@@ -240,21 +247,36 @@ ProcessArgs = tuple[
 ]
 
 
-class _Writer:
-    """Prepared sources waiting for the store thread. They are taken all at once, so sources
-    that became ready together are stored in one transaction, each in its own savepoint (all
-    or nothing, alone): one commit for many sources, where a commit each cost more than their
-    rows."""
+_Committed = asyncio.Future[SourceOutcome]  # a source's outcome, told at the commit
 
-    def __init__(self, thread: ThreadPoolExecutor, checkpointer: Checkpointer) -> None:
+
+class _Writer:
+    """Prepared sources waiting for the store thread, stored many to a transaction, each in its
+    own savepoint (all or nothing, alone).
+
+    A commit costs more than the rows of a source or two: it writes each page the transaction
+    changed to the log, and a first poll's rows land all over the indexes (random ids). So
+    while the poll goes on, the transaction stays open for the next sources until it holds
+    WRITE_BATCH_SOURCES, is COMMIT_SECONDS old, or the poll has handed in its last source.
+    `write` returns once the source is written, its outcome to come with the commit: the
+    poll goes on reading meanwhile."""
+
+    def __init__(self, thread: ThreadPoolExecutor, group: _GroupTransaction, sources: int) -> None:
         self._thread = thread
-        self._checkpointer = checkpointer
-        self._waiting: list[tuple[ProcessArgs, asyncio.Future[SourceOutcome]]] = []
+        self._group = group
+        self._expected = sources  # the sources the poll will hand in
+        self._handed = 0
+        self._waiting: list[tuple[ProcessArgs, asyncio.Future[_Committed]]] = []
+        self._written: list[tuple[_Committed, SourceOutcome]] = []  # in the open transaction
+        self._opened_at = 0.0
+        self._arrived = asyncio.Event()
         self._draining: asyncio.Task[None] | None = None
 
-    async def store(self, args: ProcessArgs) -> SourceOutcome:
-        future: asyncio.Future[SourceOutcome] = asyncio.get_running_loop().create_future()
+    async def write(self, args: ProcessArgs) -> _Committed:
+        future: asyncio.Future[_Committed] = asyncio.get_running_loop().create_future()
         self._waiting.append((args, future))
+        self._handed += 1
+        self._arrived.set()
         if self._draining is None:
             self._draining = asyncio.create_task(self._drain())
         return await future
@@ -262,36 +284,95 @@ class _Writer:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._waiting:
-                taken = self._waiting[:WRITE_BATCH_SOURCES]
-                del self._waiting[:WRITE_BATCH_SOURCES]
-                items = [args for args, _ in taken]
-                outcomes = await loop.run_in_executor(
-                    self._thread, _store_together, items, self._checkpointer
-                )
-                for (_, future), outcome in zip(taken, outcomes, strict=True):
-                    future.set_result(outcome)
+            while self._waiting or self._written:
+                room = WRITE_BATCH_SOURCES - len(self._written)
+                if self._waiting and room > 0:
+                    taken = self._waiting[:room]
+                    del self._waiting[:room]
+                    if not self._written:
+                        self._opened_at = loop.time()
+                    items = [args for args, _ in taken]
+                    outcomes = await loop.run_in_executor(self._thread, self._group.write, items)
+                    for (_, future), outcome in zip(taken, outcomes, strict=True):
+                        committed: _Committed = loop.create_future()
+                        self._written.append((committed, outcome))
+                        future.set_result(committed)
+                    continue
+                wait = self._opened_at + COMMIT_SECONDS - loop.time()
+                if room > 0 and self._handed < self._expected and wait > 0:
+                    self._arrived.clear()  # nothing waiting: until the next source, or the time
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), wait)
+                    continue
+                written, self._written = self._written, []
+                failure = await loop.run_in_executor(self._thread, self._group.commit)
+                for committed, outcome in written:
+                    if failure is not None:
+                        outcome = SourceOutcome(outcome.source_id, "error", error=failure)
+                    committed.set_result(outcome)
         finally:
             self._draining = None
 
 
-def _store_together(
-    items: Sequence[ProcessArgs], checkpointer: Checkpointer | None = None
-) -> list[SourceOutcome]:
-    """`_process` each source inside one transaction. When that transaction cannot commit (a
-    full disk, say), each of its sources is reported failed and polled again next time."""
-    store = items[0][1]
-    try:
-        with transaction(store.conn):
-            outcomes = [_process(*args) for args in items]
-        if checkpointer is not None:
-            checkpointer.after_commit()
-        return outcomes
-    except Exception as error:  # each source's own errors are outcomes already: this is the commit
-        store.band_index.clear()  # it may hold entries the rollback undid
+class _GroupTransaction:
+    """The store thread's side of `_Writer`: one transaction open across several hand-ins.
+    When it cannot commit (a full disk, say), each of its sources is reported failed and
+    polled again next time."""
+
+    def __init__(self, store: Store, checkpointer: Checkpointer | None = None) -> None:
+        self._store = store
+        self._checkpointer = checkpointer
+        self._open = False
+        self._broken: Exception | None = None  # a bug met mid-transaction: roll it all back
+
+    def write(self, items: Sequence[ProcessArgs]) -> list[SourceOutcome]:
+        """`_process` each source in the transaction, opened first if none is."""
+        try:
+            if not self._open:
+                begin(self._store.conn)
+                self._open = True
+            return [_process(*args) for args in items]
+        except Exception as error:  # each source's own errors are outcomes already
+            if self._open:
+                self._broken = self._broken or error
+                message = f"cannot store this poll: {error}"  # as the commit will say
+            else:
+                message = self._failed(error)
+            return [SourceOutcome(args[4].id, "error", error=message) for args in items]
+
+    def commit(self) -> str | None:
+        """Commit the open transaction; returns why it failed, if it did (then rolled back)."""
+        if not self._open:
+            return None
+        broken, self._open, self._broken = self._broken, False, None
+        try:
+            if broken is not None:
+                raise broken
+            self._store.conn.execute("COMMIT")
+        except Exception as error:
+            self._roll_back()  # a failed COMMIT can leave the transaction open
+            return self._failed(error)
+        if self._checkpointer is not None:
+            self._checkpointer.after_commit()
+        return None
+
+    def abandon(self) -> None:
+        """Roll back a transaction left open by a poll cut short (its outcomes never told)."""
+        if self._open:
+            self._open, self._broken = False, None
+            self._roll_back()
+            self._store.band_index.clear()
+
+    def _roll_back(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self._store.conn.in_transaction:
+                self._store.conn.execute("ROLLBACK")
+
+    def _failed(self, error: Exception) -> str:
+        self._store.band_index.clear()  # it may hold entries the rollback undid
         message = f"cannot store this poll: {error}"
         log.error(message)
-        return [SourceOutcome(args[4].id, "error", error=message) for args in items]
+        return message
 
 
 class StateBatch:

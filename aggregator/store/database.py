@@ -51,10 +51,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         conn.execute(f"RELEASE {name}")
         return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as error:
-        raise StoreError(f"cannot start a transaction: {error}") from None
+    begin(conn)
     try:
         yield conn
     except BaseException:
@@ -65,6 +62,14 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 _savepoints = itertools.count()
+
+
+def begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, for a transaction that `transaction` cannot scope (it spans calls)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot start a transaction: {error}") from None
 
 
 @contextmanager
