@@ -284,3 +284,38 @@ def test_an_entry_crosses_between_processes_unchanged() -> None:
     arrived = pickle.loads(pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
     assert arrived == entry and type(arrived) is Entry
     assert replace(entry, story_id=None) != entry  # every field counts in the comparison
+
+
+def test_a_feeds_fingerprints_together_are_each_entrys_own() -> None:
+    """Fingerprinted together (a feed's new entries at once), each entry gets what it gets alone:
+    shingles, signature, band keys, numbers, dates, release number and language, and the first
+    entry of a repeated id is the one fingerprinted."""
+    from aggregator.models import FetchResult
+    from aggregator.prepare import prepare, story_fingerprint
+    from aggregator.process.tag import compile_rules
+
+    gov = "https://www.info.gov.hk/gia/general/202405/16/P2024051600{}.htm"
+    items = [
+        *(
+            Item(EVENT.format(f"topic {k} on May 16"), gov.format(f"{321 + k:03d}"))
+            for k in range(3)
+        ),
+        Item(EVENT_ZH.format("人工智能") + " 5月16日", gov.format("320")),
+        Item("Same id, first telling", "https://s.example/same", description="<p>Long lead</p>"),
+        Item("Same id, second telling", "https://s.example/same"),
+        Item("", "https://s.example/empty"),
+    ]
+    result = FetchResult("s", "https://s.example/feed", 200, rss(items))
+    source = SourceSettings(id="s", url=result.url, name="S")
+    prepared = prepare(
+        source, result, NOW, tagger=compile_rules(TAGS), timezone="UTC",
+        stored_hashes=lambda ids: {},
+    )  # fmt: skip
+    firsts = {e.id: e for e in reversed(prepared.entries)}
+    assert len(firsts) == len(items) - 1 == len(prepared.fingerprints)
+    for entry_id, got in prepared.fingerprints.items():
+        expected = story_fingerprint(firsts[entry_id])
+        assert got == expected and got.band_keys == expected.band_keys
+        assert (got.release, got.chinese) == (expected.release, expected.chinese)
+    assert sum(fp.release is not None for fp in prepared.fingerprints.values()) == 4
+    assert sum(fp.chinese for fp in prepared.fingerprints.values()) == 1
